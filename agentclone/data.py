@@ -1,0 +1,306 @@
+"""The data model: tasks, steps, trajectories, and their files.
+
+Trajectory files are JSONL, one whole episode a line, appended and fsynced as
+each episode ends. A crash mid-write leaves at most a torn last line: readers
+report it and keep every earlier episode; writers cut it off before appending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Task(BaseModel):
+    """One thing to do in an environment; ``id`` is stable across runs and machines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    env_id: str = ""
+    split: str = "train"
+    kind: str = ""  # task type or difficulty, for per-kind breakdowns
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Step(BaseModel):
+    """The agent saw ``observation``, thought ``thought``, and did ``action``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    observation: str
+    thought: str | None = None
+    action: str
+    raw_output: str | None = None  # the model's text before parsing, when it came from a model
+    reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    invalid: bool = False
+    info: dict[str, Any] = Field(default_factory=dict)
+    loss: bool = True  # does this step's assistant turn carry training loss
+    selection: dict[str, Any] | None = None  # why a step selector picked (or skipped) this step
+
+
+class Trajectory(BaseModel):
+    """One episode: what was run, every step, and how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str  # stable episode id: task id plus repetition
+    env_id: str
+    task_id: str
+    split: str = "train"
+    task_kind: str = ""
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    policy: str = ""
+    model: str | None = None
+    seed: int | None = None
+    instructions: str = ""
+    steps: list[Step] = Field(default_factory=list)
+    final_observation: str | None = None
+    success: bool = False
+    return_: float = Field(0.0, alias="return")
+    terminated: bool = False
+    truncated: bool = False
+    timings: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def num_invalid(self) -> int:
+        return sum(s.invalid for s in self.steps)
+
+    def to_json_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), ensure_ascii=False)
+
+    def content_hash(self) -> str:
+        payload = self.model_dump(mode="json", by_alias=True, exclude={"created_at", "timings"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file that cannot be read; the message names file, line and field."""
+
+
+class TornLineWarning(UserWarning):
+    pass
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(line)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"field '{loc}': {first['msg']}{more}"
+
+
+def parse_trajectory_line(line: str, path: str | Path = "<string>", lineno: int = 1) -> Trajectory:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TrajectoryFileError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise TrajectoryFileError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    try:
+        return Trajectory.model_validate(obj)
+    except ValidationError as exc:
+        raise TrajectoryFileError(f"{path}:{lineno}: {_describe_validation(exc)}") from None
+
+
+def iter_trajectories(path: str | Path, on_torn: str = "warn") -> Iterator[Trajectory]:
+    """Stream trajectories from a JSONL file.
+
+    A last line without its newline that does not parse is a torn write from a
+    crash: with ``on_torn="warn"`` it is reported on stderr and skipped, with
+    ``"raise"`` it is an error. Any other malformed line is an error naming the
+    file, the line number and the field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"trajectory file not found: {path}")
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            complete = raw.endswith(b"\n")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if not complete and on_torn == "warn":
+                    _warn_torn(path, lineno)
+                    return
+                raise TrajectoryFileError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start})") from None
+            if not text.strip():
+                continue
+            try:
+                yield parse_trajectory_line(text, path, lineno)
+            except TrajectoryFileError:
+                if not complete and on_torn == "warn":
+                    _warn_torn(path, lineno)
+                    return
+                raise
+
+
+def _warn_torn(path: Path, lineno: int) -> None:
+    import sys
+
+    print(
+        f"warning: {path}:{lineno}: torn last line (an interrupted write); "
+        "skipped it and kept the earlier episodes",
+        file=sys.stderr,
+    )
+
+
+def read_trajectories(path: str | Path, on_torn: str = "warn") -> list[Trajectory]:
+    return list(iter_trajectories(path, on_torn=on_torn))
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a torn last line (no trailing newline) so appends start on a clean line."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        # find the last newline
+        pos, chunk = size, 65536
+        cut = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                cut = start + idx + 1
+                break
+            pos = start
+        fh.truncate(cut)
+
+
+class TrajectoryWriter:
+    """Appends whole episodes to a JSONL file, one fsynced line each."""
+
+    def __init__(self, path: str | Path, mode: str = "a") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "a" and self.path.exists():
+            _repair_torn_tail(self.path)
+        self._fh = open(self.path, mode + "b")
+
+    def write(self, traj: Trajectory) -> None:
+        self._fh.write((traj.to_json_line() + "\n").encode("utf-8"))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_trajectories(path: str | Path, trajs: Iterable[Trajectory]) -> None:
+    """Write a whole file atomically (temporary file, then rename)."""
+    path = Path(path)
+    atomic_write_bytes(path, b"".join((t.to_json_line() + "\n").encode() for t in trajs))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- Hugging Face datasets / Parquet ---------------------------------------
+# Arrow needs one schema per column; free-form dicts (info, env_kwargs,
+# selection, timings, task data) are stored as JSON strings.
+_JSON_STEP_FIELDS = ("info", "selection")
+_JSON_TRAJ_FIELDS = ("env_kwargs", "timings")
+
+
+def _to_record(traj: Trajectory) -> dict:
+    rec = traj.model_dump(mode="json", by_alias=True)
+    for key in _JSON_TRAJ_FIELDS:
+        rec[key] = json.dumps(rec[key])
+    for step in rec["steps"]:
+        for key in _JSON_STEP_FIELDS:
+            step[key] = json.dumps(step[key])
+    return rec
+
+
+def _from_record(rec: dict) -> Trajectory:
+    rec = dict(rec)
+    for key in _JSON_TRAJ_FIELDS:
+        rec[key] = json.loads(rec[key])
+    steps = []
+    for step in rec["steps"]:
+        step = dict(step)
+        for key in _JSON_STEP_FIELDS:
+            step[key] = json.loads(step[key])
+        steps.append(step)
+    rec["steps"] = steps
+    return Trajectory.model_validate(rec)
+
+
+def to_dataset(trajs: Iterable[Trajectory]):
+    """A ``datasets.Dataset`` with one row per trajectory."""
+    from datasets import Dataset
+
+    return Dataset.from_list([_to_record(t) for t in trajs])
+
+
+def from_dataset(dataset) -> list[Trajectory]:
+    return [_from_record(row) for row in dataset]
+
+
+def save_parquet(trajs: Iterable[Trajectory], path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    to_dataset(trajs).to_parquet(str(tmp))
+    os.replace(tmp, path)
+
+
+def load_parquet(path: str | Path) -> list[Trajectory]:
+    from datasets import Dataset
+
+    return from_dataset(Dataset.from_parquet(str(path)))
+
+
+def load_any(path: str | Path) -> list[Trajectory]:
+    """Read a .jsonl or .parquet trajectory file."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return load_parquet(path)
+    return read_trajectories(path)

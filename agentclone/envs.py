@@ -1,0 +1,140 @@
+"""The text environment protocol and the registry that makes environments from ids.
+
+Modelled on Gymnasium, for text::
+
+    env = make_env("textcraft/craft-v1", max_depth=2)
+    tasks = env.tasks("train")            # stable ids, disjoint from "heldout"
+    obs = env.reset(tasks[0])              # str
+    obs, reward, terminated, truncated, info = env.step("get 1 oak log")
+    env.expert_action()                    # privileged expert's next action (and thought)
+
+Subclasses implement ``_tasks``, ``_reset``, ``_step`` and ``_expert``; the base
+class counts steps, truncates at ``max_steps`` and turns an action the game
+cannot parse into an observation (``info["invalid"] = True``), never an exception.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agentclone.data import Task
+
+SPLITS = ("train", "heldout")
+ENV_ID_RE = re.compile(r"^[a-z0-9_.-]+/[A-Za-z0-9_.-]+-v\d+$")
+
+
+class UnknownEnvironmentError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0])
+
+
+class InvalidAction(Exception):
+    """Raised inside ``_step`` for an action the environment cannot parse or execute."""
+
+
+@dataclass
+class ExpertAction:
+    action: str
+    thought: str | None = None
+
+
+class TextEnv(abc.ABC):
+    """One episode at a time, text in, text out. Not thread-safe; make one per concurrent episode."""
+
+    env_id: str = ""
+    #: Shown to the agent as the system prompt: the task family and the action syntax.
+    instructions: str = ""
+
+    def __init__(self, max_steps: int = 30, **kwargs: Any) -> None:
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(kwargs))}")
+        self.max_steps = max_steps
+        self.task: Task | None = None
+        self.steps_taken = 0
+        self.invalid_actions = 0
+
+    # -- to implement -----------------------------------------------------
+    @abc.abstractmethod
+    def _tasks(self, split: str) -> list[Task]:
+        """Deterministic list of tasks of ``split`` (``train`` or ``heldout``)."""
+
+    @abc.abstractmethod
+    def _reset(self, task: Task) -> str:
+        """Start ``task``; return the first observation."""
+
+    @abc.abstractmethod
+    def _step(self, action: str) -> tuple[str, float, bool, dict]:
+        """Apply ``action``: (observation, reward, terminated, info). Raise InvalidAction if unparseable."""
+
+    @abc.abstractmethod
+    def _expert(self) -> ExpertAction:
+        """The privileged expert's next action from the current state."""
+
+    def close(self) -> None:
+        """Release resources (processes, browsers)."""
+
+    # -- public protocol ----------------------------------------------------
+    def tasks(self, split: str) -> list[Task]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        return self._tasks(split)
+
+    def reset(self, task: Task) -> str:
+        self.task = task
+        self.steps_taken = 0
+        self.invalid_actions = 0
+        return self._reset(task)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        if self.task is None:
+            raise RuntimeError("call reset(task) before step()")
+        self.steps_taken += 1
+        try:
+            obs, reward, terminated, info = self._step(action.strip())
+            info = dict(info)
+        except InvalidAction as exc:
+            self.invalid_actions += 1
+            obs, reward, terminated, info = f"Invalid action: {exc}", 0.0, False, {"invalid": True}
+        truncated = not terminated and self.steps_taken >= self.max_steps
+        return obs, float(reward), bool(terminated), truncated, info
+
+    def reject(self, reason: str) -> tuple[str, float, bool, bool, dict]:
+        """Count an answer the agent gave that is no action at all (it did not parse) as an invalid step."""
+        if self.task is None:
+            raise RuntimeError("call reset(task) before reject()")
+        self.steps_taken += 1
+        self.invalid_actions += 1
+        truncated = self.steps_taken >= self.max_steps
+        return f"Invalid action: {reason}", 0.0, False, truncated, {"invalid": True, "parse_error": True}
+
+    def expert_action(self) -> ExpertAction:
+        return self._expert()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def make_env(env_id: str, **overrides: Any) -> TextEnv:
+    """Make an environment from its registered id plus keyword overrides."""
+    from agentclone.plugins import get_registry
+
+    registry = get_registry()
+    if env_id not in registry.environments:
+        known = ", ".join(sorted(registry.environments)) or "none (install an environment plugin)"
+        hint = ""
+        if registry.failures:
+            hint = "; plugins that failed to load: " + ", ".join(f.name for f in registry.failures)
+        raise UnknownEnvironmentError(f"unknown environment id {env_id!r}; registered: {known}{hint}")
+    factory = registry.environments[env_id]
+    try:
+        env = factory(**overrides)
+    except TypeError as exc:
+        raise ValueError(f"bad options for {env_id}: {exc}") from None
+    env.env_id = env_id
+    return env

@@ -1,0 +1,44 @@
+"""Every extension point of agentclone, in one place.
+
+A plugin is a module (or object) with functions named like these hooks and
+decorated with ``agentclone.hookimpl``. Each hook receives a ``register``
+callable; the plugin calls it once per thing it adds::
+
+    from agentclone import hookimpl
+
+    @hookimpl
+    def register_environments(register):
+        register("mygame/level-v1", MyGameEnv)
+
+Plugins are found through the entry point group ``agentclone``.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("agentclone")
+hookimpl = pluggy.HookimplMarker("agentclone")
+
+
+@hookspec
+def register_environments(register):
+    """Register text environments: ``register(env_id, factory)``; the factory takes keyword overrides."""
+
+
+@hookspec
+def register_trainers(register):
+    """Register data builders: ``register(name, builder_class)`` turning trajectories into a training set."""
+
+
+@hookspec
+def register_step_selectors(register):
+    """Register critical-step selectors: ``register(name, selector_class)``."""
+
+
+@hookspec
+def register_policy_backends(register):
+    """Register policy backends: ``register(name, backend_class)`` acting on batches of conversations."""
+
+
+@hookspec
+def register_models(register):
+    """Register model aliases: ``register(alias, resolver)``; the resolver returns a local directory."""

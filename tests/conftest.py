@@ -1,0 +1,74 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from agentclone import hookimpl
+from agentclone.data import Task
+from agentclone.envs import ExpertAction, InvalidAction, TextEnv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class CounterEnv(TextEnv):
+    """A small real environment for unit tests: reach the target number by `add N`."""
+
+    instructions = "Reach the target number. Actions: `add N` with N from 1 to 3."
+
+    def __init__(self, targets: int = 10, max_steps: int = 12, crash_on: int | None = None) -> None:
+        super().__init__(max_steps=max_steps)
+        self.targets = targets
+        self.crash_on = crash_on
+        self.value = 0
+        self.target = 0
+
+    def _tasks(self, split):
+        ids = range(self.targets) if split == "train" else range(100, 100 + self.targets // 2)
+        return [Task(id=f"t{i}", env_id="test/counter-v0", split=split, kind=f"len-{2 + i % 3}",
+                     data={"target": 2 + i % 3 * 2}) for i in ids]
+
+    def _reset(self, task):
+        self.value, self.target = 0, task.data["target"]
+        return f"Value 0. Target {self.target}."
+
+    def _step(self, action):
+        parts = action.split()
+        if len(parts) != 2 or parts[0] != "add" or parts[1] not in ("1", "2", "3"):
+            raise InvalidAction(f"cannot parse {action!r}; use `add N`")
+        if self.crash_on is not None and int(parts[1]) == self.crash_on:
+            raise RuntimeError("simulated crash inside the environment")
+        self.value += int(parts[1])
+        if self.value == self.target:
+            return f"Value {self.value}. Done!", 1.0, True, {"success": True}
+        if self.value > self.target:
+            return f"Value {self.value}. Overshot.", 0.0, True, {"success": False}
+        return f"Value {self.value}. Target {self.target}.", 0.0, False, {}
+
+    def _expert(self):
+        n = min(3, self.target - self.value)
+        return ExpertAction(action=f"add {n}", thought=f"I need {self.target - self.value} more.")
+
+
+class CounterPlugin:
+    @hookimpl
+    def register_environments(self, register):
+        register("test/counter-v0", CounterEnv)
+
+
+@pytest.fixture
+def counter_env_registered():
+    """Register the counter environment in the live registry for the duration of a test."""
+    from agentclone.plugins import get_registry
+
+    reg = get_registry()
+    reg.environments["test/counter-v0"] = CounterEnv
+    yield
+    reg.environments.pop("test/counter-v0", None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """The real SmolLM2-135M-Instruct, converted into the cache (once)."""
+    from agentclone.models import resolve_model
+
+    return resolve_model("smollm2-135m")

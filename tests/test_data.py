@@ -1,0 +1,107 @@
+import json
+
+import pytest
+
+from agentclone.data import (
+    Step,
+    Trajectory,
+    TrajectoryFileError,
+    TrajectoryWriter,
+    from_dataset,
+    load_parquet,
+    read_trajectories,
+    save_parquet,
+    to_dataset,
+    write_trajectories,
+)
+from agentclone.prompting import ActionFormat, trajectory_messages
+
+
+def make_traj(i=0, steps=3, success=True):
+    return Trajectory(
+        id=f"e/t{i}#0",
+        env_id="e/x-v1",
+        task_id=f"t{i}",
+        instructions="Do it.",
+        steps=[
+            Step(observation=f"obs {j} ünïcode", thought=f"think {j}", action=f"act {j}", reward=float(j == steps - 1),
+                 info={"k": [j, {"nested": True}]}, loss=j % 2 == 0)
+            for j in range(steps)
+        ],
+        success=success,
+        return_=1.0,
+        timings={"wall_s": 0.5},
+        env_kwargs={"max_depth": 2},
+    )
+
+
+def test_jsonl_round_trip(tmp_path):
+    path = tmp_path / "t.jsonl"
+    trajs = [make_traj(i) for i in range(5)]
+    with TrajectoryWriter(path) as w:
+        for t in trajs:
+            w.write(t)
+    back = read_trajectories(path)
+    assert [t.model_dump() for t in back] == [t.model_dump() for t in trajs]
+    # "return" is the field name on disk
+    assert "return" in json.loads(path.read_text().splitlines()[0])
+
+
+def test_dataset_and_parquet_round_trip(tmp_path):
+    trajs = [make_traj(i, steps=i + 1) for i in range(4)]
+    ds = to_dataset(trajs)
+    assert len(ds) == 4
+    assert [t.model_dump() for t in from_dataset(ds)] == [t.model_dump() for t in trajs]
+    save_parquet(trajs, tmp_path / "t.parquet")
+    assert [t.model_dump() for t in load_parquet(tmp_path / "t.parquet")] == [t.model_dump() for t in trajs]
+
+
+def test_chat_messages_follow_steps():
+    t = make_traj(steps=3)
+    messages, loss = trajectory_messages(t, ActionFormat())
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 3
+    assert messages[2]["content"] == "Thought: think 0\nAction: act 0"
+    assert loss == [True, False, True]
+    messages, _ = trajectory_messages(t, ActionFormat("action"))
+    assert messages[2]["content"] == "Action: act 0"
+
+
+def test_torn_last_line_keeps_earlier_episodes(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    write_trajectories(path, [make_traj(0), make_traj(1)])
+    line = make_traj(2).to_json_line()
+    with open(path, "a") as fh:
+        fh.write(line[: len(line) // 2])  # crash mid-write
+    back = read_trajectories(path)
+    assert [t.id for t in back] == ["e/t0#0", "e/t1#0"]
+    assert "torn last line" in capsys.readouterr().err
+    with pytest.raises(TrajectoryFileError, match=":3:"):
+        read_trajectories(path, on_torn="raise")
+    # appending repairs the tail first: the file reads cleanly afterwards
+    with TrajectoryWriter(path) as w:
+        w.write(make_traj(3))
+    assert [t.id for t in read_trajectories(path)] == ["e/t0#0", "e/t1#0", "e/t3#0"]
+
+
+def test_malformed_line_names_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = make_traj(0).to_json_line()
+    bad = json.loads(good)
+    bad["steps"][1]["action"] = 42
+    path.write_text(good + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(TrajectoryFileError) as exc:
+        read_trajectories(path)
+    msg = str(exc.value)
+    assert str(path) in msg and ":2:" in msg and "steps.1.action" in msg
+
+
+def test_not_json_and_unknown_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("{not json}\n")
+    with pytest.raises(TrajectoryFileError, match=r"bad.jsonl:1: not valid JSON"):
+        read_trajectories(path)
+    obj = json.loads(make_traj().to_json_line())
+    obj["surprise"] = 1
+    path.write_text(json.dumps(obj) + "\n")
+    with pytest.raises(TrajectoryFileError, match="surprise"):
+        read_trajectories(path)

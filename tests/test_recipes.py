@@ -1,0 +1,63 @@
+import pytest
+
+from agentclone.recipes import RecipeError, load_recipe
+
+from conftest import REPO
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_quickstart_recipe_validates():
+    r = load_recipe(REPO / "recipes" / "quickstart.yaml")
+    assert r.env.id == "textcraft/craft-v1"
+    assert r.train.batch_size == 4 and r.train.lora.r == 16  # from configs/train/cpu-lora.yaml
+    assert r.model == "smollm2-135m"  # from configs/models/smollm2-135m.yaml
+
+
+def test_unknown_key_names_path_and_allowed_keys(tmp_path, counter_env_registered):
+    p = write(tmp_path, "env: {id: test/counter-v0}\ntrain:\n  lerning_rate: 0.1\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    msg = str(exc.value)
+    assert str(p) in msg and "train.lerning_rate" in msg and "unknown key" in msg and "learning_rate" in msg
+
+
+def test_unknown_nested_key(tmp_path, counter_env_registered):
+    p = write(tmp_path, "env: {id: test/counter-v0}\ntrain:\n  lora: {rank: 8}\n")
+    with pytest.raises(RecipeError, match=r"train\.lora\.rank: unknown key; allowed keys here: r, alpha"):
+        load_recipe(p)
+
+
+def test_wrong_type(tmp_path, counter_env_registered):
+    p = write(tmp_path, "env: {id: test/counter-v0}\ntrain:\n  batch_size: lots\n")
+    with pytest.raises(RecipeError, match=r"train\.batch_size: .*integer.*'lots'"):
+        load_recipe(p)
+
+
+def test_unknown_environment_and_trainer(tmp_path, counter_env_registered):
+    with pytest.raises(RecipeError, match="env.id: unknown environment 'nope/x-v1'"):
+        load_recipe(write(tmp_path, "env: {id: nope/x-v1}\n"))
+    with pytest.raises(RecipeError, match="trainer.name: unknown trainer 'magic'"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ntrainer: {name: magic}\n"))
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    p = write(tmp_path, "env: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(p)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="a recipe is a mapping"):
+        load_recipe(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(RecipeError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_unknown_preset(tmp_path, counter_env_registered):
+    with pytest.raises(RecipeError, match="no preset 'nope'"):
+        load_recipe(write(tmp_path, "defaults: [nope]\nenv: {id: test/counter-v0}\n"))
