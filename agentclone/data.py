@@ -196,7 +196,8 @@ class TrajectoryWriter:
         self._fh = open(self.path, mode + "b")
 
     def write(self, traj: Trajectory) -> None:
-        self._fh.write((traj.to_json_line() + "\n").encode("utf-8"))
+        # lone surrogates (undecodable model output) become JSON escapes, so the line stays valid UTF-8
+        self._fh.write((traj.to_json_line() + "\n").encode("utf-8", errors="backslashreplace"))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -213,7 +214,7 @@ class TrajectoryWriter:
 def write_trajectories(path: str | Path, trajs: Iterable[Trajectory]) -> None:
     """Write a whole file atomically (temporary file, then rename)."""
     path = Path(path)
-    atomic_write_bytes(path, b"".join((t.to_json_line() + "\n").encode() for t in trajs))
+    atomic_write_bytes(path, b"".join((t.to_json_line() + "\n").encode("utf-8", errors="backslashreplace") for t in trajs))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ everything finished and a rerun skips the episodes already written.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -51,6 +52,54 @@ class RolloutSettings:
     max_prompt_tokens: int = 1536
     #: stop an episode after this many invalid actions in a row (None: never)
     max_consecutive_invalid: int | None = None
+    #: an environment reset or step that takes longer errors its episode (None: wait forever)
+    step_timeout_s: float | None = 120.0
+    #: observations longer than this are cut, with a visible marker
+    max_observation_chars: int = 4000
+    #: raw model answers kept in trajectories are cut to this length
+    max_answer_chars: int = 2000
+
+
+class StepTimeout(TimeoutError):
+    pass
+
+
+def _run_threads(calls: list, timeout: float | None) -> list:
+    """Run callables concurrently in daemon threads; each result is a value, an exception, or StepTimeout.
+
+    Environments wait on browsers and interpreters, so stepping them at once
+    overlaps their waits; daemon threads mean a hung environment cannot keep
+    the process alive at exit.
+    """
+    results: list = [None] * len(calls)
+    done = [False] * len(calls)
+
+    def work(i, fn):
+        try:
+            results[i] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported per episode
+            results[i] = exc
+        done[i] = True
+
+    if len(calls) == 1 and timeout is None:
+        work(0, calls[0])
+        return results
+    threads = [threading.Thread(target=work, args=(i, fn), daemon=True) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    deadline = None if timeout is None else time.perf_counter() + timeout
+    for i, t in enumerate(threads):
+        t.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
+        if not done[i]:
+            results[i] = StepTimeout(f"no answer from the environment within {timeout:g}s")
+    return results
+
+
+def truncate_text(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return f"{text[:limit]}\n[... {cut} more characters cut]"
 
 
 @dataclass
@@ -143,15 +192,22 @@ def run_rollouts(
             )
             t0 = time.perf_counter()
             slot = _Live(episode=ep, env=env, traj=traj, observation="", started=t0)
-            try:
-                slot.observation = env.reset(ep.task)
-            except Exception as exc:  # a crash inside one episode must not stop the others
-                slot.env_s = time.perf_counter() - t0
-                finish(slot, error=f"reset failed: {type(exc).__name__}: {exc}")
-                continue
+            obs = _run_threads([lambda: env.reset(ep.task)], settings.step_timeout_s)[0]
             slot.env_s = time.perf_counter() - t0
+            if isinstance(obs, BaseException):  # a crash inside one episode must not stop the others
+                finish(slot, error=f"reset failed: {type(obs).__name__}: {obs}")
+                if isinstance(obs, StepTimeout):
+                    env = replace_env(env)
+                continue
+            slot.observation = truncate_text(str(obs), settings.max_observation_chars)
             return slot
         return None
+
+    def replace_env(env: TextEnv) -> TextEnv:
+        """A hung environment is abandoned (its thread is a daemon) and a fresh one takes its slot."""
+        fresh = make_env()
+        envs[envs.index(env)] = fresh
+        return fresh
 
     try:
         for _ in range(min(settings.concurrency, len(todo))):
@@ -191,23 +247,19 @@ def run_rollouts(
                 else:
                     raise RuntimeError(f"the policy failed: {type(exc).__name__}: {exc}") from exc
             share = (time.perf_counter() - t0) / len(live)
-            still: list[_Live] = []
-            for slot, answer in zip(live, answers):
+            for slot in live:
                 slot.policy_s += share
-                if isinstance(answer, Exception):
-                    finish(slot, error=f"policy failed: {type(answer).__name__}: {answer}")
-                    nxt = start_next(slot.env)
-                    if nxt:
-                        still.append(nxt)
-                    continue
-                ended, error = _advance(slot, answer, policy, settings)
-                if ended:
-                    finish(slot, error=error)
-                    nxt = start_next(slot.env)
-                    if nxt:
-                        still.append(nxt)
-                else:
+            outcomes = _advance_all(live, answers, policy, settings)
+            still: list[_Live] = []
+            for slot, (ended, error) in zip(live, outcomes):
+                if not ended:
                     still.append(slot)
+                    continue
+                finish(slot, error=error)
+                env = replace_env(slot.env) if error and "StepTimeout" in error else slot.env
+                nxt = start_next(env)
+                if nxt:
+                    still.append(nxt)
             live = still
     finally:
         bar.close()
@@ -222,22 +274,45 @@ def run_rollouts(
     return result
 
 
-def _advance(slot: _Live, answer: str, policy: Policy, settings: RolloutSettings) -> tuple[bool, str | None]:
-    """Apply one answer; return (episode ended, error)."""
-    env, traj = slot.env, slot.traj
-    thought: str | None = None
-    t0 = time.perf_counter()
-    try:
+def _advance_all(
+    live: list[_Live], answers: list, policy: Policy, settings: RolloutSettings
+) -> list[tuple[bool, str | None]]:
+    """Parse every answer, step every environment at once, record the steps; (ended, error) per slot."""
+    parsed: list[tuple[str | None, str, str | None]] = []  # thought, action, parse error
+    calls = []
+    for slot, answer in zip(live, answers):
+        if isinstance(answer, BaseException):
+            parsed.append((None, "", None))
+            calls.append(lambda a=answer: a)
+            continue
         try:
             thought, action = policy.fmt.parse(answer)
-            obs, reward, terminated, truncated, info = env.step(action)
+            parsed.append((thought, action, None))
+            calls.append(lambda env=slot.env, a=action: env.step(a))
         except ParseError as exc:
-            action = ""
-            obs, reward, terminated, truncated, info = env.reject(str(exc))
-    except Exception as exc:
-        slot.env_s += time.perf_counter() - t0
-        return True, f"environment crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-    slot.env_s += time.perf_counter() - t0
+            parsed.append((None, "", str(exc)))
+            calls.append(lambda env=slot.env, r=str(exc): env.reject(r))
+    t0 = time.perf_counter()
+    results = _run_threads(calls, settings.step_timeout_s)
+    env_share = (time.perf_counter() - t0) / max(1, len(live))
+    outcomes = []
+    for slot, answer, (thought, action, _), result in zip(live, answers, parsed, results):
+        slot.env_s += env_share
+        if isinstance(answer, BaseException):
+            outcomes.append((True, f"policy failed: {type(answer).__name__}: {answer}"))
+            continue
+        if isinstance(result, BaseException):
+            detail = "".join(traceback.format_exception(result, limit=-3)) if not isinstance(result, StepTimeout) else ""
+            outcomes.append((True, f"environment failed: {type(result).__name__}: {result}\n{detail}".strip()))
+            continue
+        outcomes.append(_record(slot, answer, thought, action, result, policy, settings))
+    return outcomes
+
+
+def _record(slot: _Live, answer: str, thought: str | None, action: str, result: tuple, policy: Policy,
+            settings: RolloutSettings) -> tuple[bool, str | None]:
+    obs, reward, terminated, truncated, info = result
+    traj = slot.traj
     invalid = bool(info.get("invalid"))
     slot.invalid_run = slot.invalid_run + 1 if invalid else 0
     if (
@@ -252,7 +327,7 @@ def _advance(slot: _Live, answer: str, policy: Policy, settings: RolloutSettings
             observation=slot.observation,
             thought=thought,
             action=action,
-            raw_output=None if policy.needs_env else answer,
+            raw_output=None if policy.needs_env else truncate_text(answer, settings.max_answer_chars),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
@@ -261,7 +336,7 @@ def _advance(slot: _Live, answer: str, policy: Policy, settings: RolloutSettings
         )
     )
     traj.return_ += reward
-    slot.observation = obs
+    slot.observation = truncate_text(str(obs), settings.max_observation_chars)
     if terminated or truncated:
         traj.terminated, traj.truncated = terminated, truncated
         traj.success = bool(info.get("success", terminated and reward > 0))
