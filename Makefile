@@ -8,7 +8,7 @@ OUT ?= runs/quickstart
 STAMP := $(VENV)/.agentclone-installed
 PLUGINS := plugins/textcraft
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install clean vllm-venv test-vllm test-textworld test-miniwob
 
 $(STAMP): pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,23 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# vLLM lives in its own venv (it pins its own torch/transformers): scripts/setup_vllm_venv.sh
+vllm-venv:
+	bash scripts/setup_vllm_venv.sh
+
+test-vllm: vllm-venv
+	.venv-vllm/bin/python -m pytest -q -ra tests/vllm
+
+# the heavier environment plugins, each with what it needs
+test-textworld: $(STAMP)
+	$(BIN)/pip install -q torch==2.13.0 "transformers>=5.19,<5.20" -e plugins/textworld
+	$(BIN)/python -m pytest -q -ra plugins/textworld
+
+test-miniwob: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(BIN)/pip install -q torch==2.13.0 -e plugins/miniwob
+	$(BIN)/python -m pytest -q -ra plugins/miniwob
 
 clean:
 	rm -rf $(VENV) runs

@@ -162,8 +162,25 @@ def inspect(
             console.print(f"[bold]{t.id}[/] success={t.success} steps={len(t.steps)} {t.error or ''}")
             for i, s in enumerate(t.steps):
                 mark = "*" if s.loss else " "
-                why = f"  <- {s.selection}" if (show_selection and s.selection) else ""
+                why = f"  <- {_describe_selection(s.selection)}" if (show_selection and s.selection) else ""
                 console.print(f" {mark} {i:2d} {s.action}{why}", markup=False, highlight=False)
+
+
+def _describe_selection(sel: dict) -> str:
+    """``llm-judge: critical action (score 0.9) -- gets the stone the goal needs``, on one line."""
+    head = str(sel.get("selector", "?"))
+    if sel.get("category"):
+        head += f": {sel['category']}"
+    if sel.get("score") is not None:
+        score = sel["score"]
+        head += f" (score {score:.3g})" if isinstance(score, (int, float)) else f" (score {score})"
+    if sel.get("fallback_for"):
+        head += f" [fallback for {sel['fallback_for']}: {sel.get('why', '')}]"
+    reason = sel.get("reason")
+    if reason:
+        reason = " ".join(str(reason).split())
+        head += f" -- {reason[:117] + '...' if len(reason) > 120 else reason}"
+    return head
 
 
 @app.command()
@@ -185,6 +202,8 @@ def build(
     write_trajectories(output, built)
     s = builder.stats
     err.print(f"{s.trajectories_out}/{s.trajectories_in} trajectories, loss on {s.loss_steps}/{s.steps} steps", highlight=False)
+    if getattr(builder, "report", None):
+        err.print(json.dumps(builder.report), highlight=False, markup=False)
 
 
 @app.command()
@@ -259,6 +278,42 @@ def run(
     if (out / "report.md").exists() and "eval" in r.stages:
         console.print((out / "report.md").read_text(), markup=False, highlight=False)
     err.print(f"stage times (s): {result['timings']}; outputs in {out}", highlight=False)
+
+
+@app.command()
+def serve(
+    target: str = typer.Argument(..., metavar="RECIPE_OR_MODEL",
+                                 help="a recipe YAML (its model is served) or a model alias, directory or hub id"),
+    adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH: serve this LoRA adapter as model NAME (repeatable)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on (0: any free port)"),
+    python: Optional[str] = typer.Option(None, help="a Python with vLLM (default: this one, else .venv-vllm/bin/python)"),
+    log: Optional[Path] = typer.Option(None, help="server log file (default: a temporary file)"),
+    vllm_arg: list[str] = typer.Option([], "--vllm-arg", help="extra argument for vLLM's server, e.g. --vllm-arg=--max-num-seqs=64"),
+) -> None:
+    """Serve a model and its LoRA adapters with vLLM's OpenAI-compatible server until Ctrl-C."""
+    from agentclone.recipes import RecipeError, load_recipe
+    from agentclone.serving import ServerError, VLLMServer, parse_adapters
+
+    model = target
+    try:
+        if target.endswith((".yaml", ".yml")):
+            model = load_recipe(target).model
+        server = VLLMServer(model, parse_adapters(adapter), host=host, port=port, python=python, log_path=log,
+                            extra_args=vllm_arg)
+    except (RecipeError, ServerError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    err.print(f"starting vLLM for {model} (log: {server.log_path}); this takes a minute or two...", highlight=False)
+
+    def ready(s) -> None:
+        err.print(f"serving {', '.join(s.served_models)} at {s.base_url} (started in {s.startup_s:.0f}s); "
+                  "Ctrl-C stops it", highlight=False)
+
+    try:
+        server.serve_forever(on_ready=ready)
+    except ServerError as exc:
+        _fail(str(exc), code=1)
+    err.print("server stopped", highlight=False)
 
 
 def main() -> None:

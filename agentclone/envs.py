@@ -76,6 +76,9 @@ class TextEnv(abc.ABC):
     def close(self) -> None:
         """Release resources (processes, browsers)."""
 
+    def prepare(self, tasks: list[Task]) -> None:
+        """Get ready to run ``tasks`` before a rollout (e.g. build and cache game files); nothing by default."""
+
     # -- public protocol ----------------------------------------------------
     def tasks(self, split: str) -> list[Task]:
         if split not in SPLITS:
@@ -112,6 +115,12 @@ class TextEnv(abc.ABC):
 
     def expert_action(self) -> ExpertAction:
         return self._expert()
+
+    def distance_to_goal(self) -> float | None:
+        """How far the current state is from the goal by the privileged expert's measure (e.g. the
+        length of its remaining plan): ``math.inf`` when the goal can no longer be reached, None
+        when the environment cannot tell (the default). Used by the ``reflection`` trainer's critic."""
+        return None
 
     def __enter__(self):
         return self

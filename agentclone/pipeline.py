@@ -14,7 +14,9 @@ Output directory layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -61,9 +63,10 @@ def collect(
     probe = make_env(env_id, **env_kwargs)
     try:
         tasks = probe.tasks(split)
+        plan = plan_episodes(tasks, episodes, seed=seed)
+        probe.prepare([e.task for e in plan])  # e.g. compile generated games once, in parallel
     finally:
         probe.close()
-    plan = plan_episodes(tasks, episodes, seed=seed)
     return run_rollouts(
         lambda: make_env(env_id, **env_kwargs),
         policy,
@@ -73,6 +76,51 @@ def collect(
         env_kwargs=env_kwargs,
         description=description,
     )
+
+
+def make_collect_policy(recipe: Recipe, fmt: ActionFormat, adapter: str | Path | None = None) -> Policy:
+    """The collect stage's policy: the expert as before, or a model (with the recipe's model, the
+    collect adapter and sampling settings)."""
+    spec = recipe.collect
+    if spec.policy == "expert":
+        return make_policy(spec.policy, fmt=fmt)
+    gen = GenerationSettings(
+        max_new_tokens=spec.generation.max_new_tokens, temperature=spec.generation.temperature,
+        top_p=spec.generation.top_p, seed=recipe.seed,
+    )
+    options = dict(spec.backend_options, model=recipe.model, batch_size=spec.generation.batch_size, generation=gen)
+    adapter = adapter if adapter is not None else spec.adapter
+    if adapter:
+        options["adapter"] = str(adapter)
+    return make_policy(spec.policy, fmt=fmt, **options)
+
+
+def fingerprint(inputs: dict) -> str:
+    """A short hash of a stage's inputs (pydantic models included)."""
+    payload = json.dumps(inputs, sort_keys=True, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.inputs"
+
+
+def stamp_of(path: Path) -> str | None:
+    stamp = _stamp_path(path)
+    return stamp.read_text() if stamp.exists() else None
+
+
+def ensure_fresh(path: Path, inputs_hash: str) -> None:
+    """Keep ``path`` if it was made from the same inputs (a partial one resumes); else move it aside.
+
+    Nothing is deleted: an output of other inputs becomes ``NAME.stale-TIMESTAMP`` and the stage redoes it.
+    """
+    old = stamp_of(path)
+    if path.exists() and old is not None and old != inputs_hash:
+        aside = path.with_name(f"{path.stem}.stale-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+        os.replace(path, aside)
+        log(f"   {path.name} was made from other inputs; moved it to {aside.name} and redoing it")
+    atomic_write_text(_stamp_path(path), inputs_hash)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = None) -> dict:
@@ -100,7 +148,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
     adapter = out / "adapter"
 
     def do_collect() -> None:
-        policy = make_policy(recipe.collect.policy, fmt=fmt)
+        inputs = {"env": recipe.env, "collect": recipe.collect, "seed": recipe.seed, "format": recipe.format}
+        if recipe.collect.policy != "expert":
+            inputs["model"] = recipe.model
+        ensure_fresh(demos, fingerprint(inputs))
+        policy = make_collect_policy(recipe, fmt)
         res = collect(
             recipe.env.id, recipe.env.kwargs, policy, recipe.collect.split, recipe.collect.episodes, demos,
             seed=recipe.seed, settings=rollout_settings(recipe.collect.rollout),
@@ -121,15 +173,12 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
 
     def do_train() -> None:
         trajs = read_trajectories(train_file)
+        # checkpoints of the same inputs are resumed; an adapter of other inputs is moved aside
+        ensure_fresh(adapter, fingerprint({"data": data_hash(trajs), "train": recipe.train, "model": recipe.model,
+                                           "format": recipe.format}))
         if is_adapter_complete(adapter):
-            meta = json.loads((adapter / "agentclone.json").read_text())
-            if meta.get("data_hash") == data_hash(trajs) and meta.get("settings") == recipe.train.model_dump():
-                log(f"   adapter in {adapter} matches the data and settings; skipping")
-                return
-            log("   adapter exists but data or settings changed; retraining")
-            import shutil
-
-            shutil.rmtree(adapter)
+            log(f"   adapter in {adapter} matches the data and settings; skipping")
+            return
         metrics = train_lora(trajs, recipe.model, adapter, recipe.train, fmt, recipe=recipe.model_dump())
         log(
             f"   trained {metrics['global_step']} steps, loss {metrics['train_loss']:.3f}, "
@@ -140,9 +189,21 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
 
     def do_eval() -> None:
         nonlocal report
+        ensure_fresh(out / "eval", fingerprint({
+            "env": recipe.env, "eval": recipe.eval, "seed": recipe.seed, "format": recipe.format,
+            "model": recipe.model, "adapter": stamp_of(adapter),
+        }))
         report = evaluate(recipe, adapter if "adapter" in recipe.eval.policies else None, out, fmt)
 
+    if recipe.rounds is not None:  # iterative self-training: agentclone.iterate
+        from agentclone.iterate import run_rounds
+
+        return run_rounds(recipe, out, fmt, timings, timings_path)
     stage("collect", do_collect)
+    if recipe.variants:  # a comparison of trainers on the same data and seeds: agentclone.comparison
+        from agentclone.comparison import run_variants
+
+        return run_variants(recipe, out, fmt, timings, timings_path)
     stage("build", do_build)
     stage("train", do_train)
     stage("eval", do_eval)
@@ -162,7 +223,7 @@ def evaluate(recipe: Recipe, adapter: Path | None, out: Path, fmt: ActionFormat)
     eval_dir = out / "eval"
     run_info: dict = {"env": recipe.env.id, "env_kwargs": recipe.env.kwargs, "model": recipe.model}
     for name in spec.policies:
-        options = dict(model=recipe.model, batch_size=spec.generation.batch_size, generation=gen)
+        options = dict(spec.backend_options, model=recipe.model, batch_size=spec.generation.batch_size, generation=gen)
         if name == "adapter":
             if adapter is None or not (adapter / "adapter_config.json").exists():
                 raise FileNotFoundError(f"no adapter to evaluate in {adapter}; run the train stage first")

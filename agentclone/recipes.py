@@ -47,6 +47,11 @@ class CollectSpec(_Strict):
     episodes: int | None = Field(None, description="episodes to run; None = every task of the split once")
     only_successful: bool = Field(False, description="keep only successful episodes in the output file")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    adapter: str | None = Field(None, description="model policies: a LoRA adapter to collect with")
+    generation: GenerationSpec = Field(
+        default_factory=GenerationSpec, description="model policies: sampling (temperature > 0 for varied rollouts)"
+    )
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="model policies: the backend's own options")
 
 
 class TrainerSpec(_Strict):
@@ -59,8 +64,27 @@ class EvalSpec(_Strict):
     episodes: int | None = Field(None, description="episodes per policy; None = every held-out task once")
     policies: list[Literal["base", "adapter"]] = Field(default_factory=lambda: ["base", "adapter"])
     backend: str = Field("hf", description="policy backend for evaluation")
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict, description="the backend's own options, e.g. base_url for openai, engine for vllm"
+    )
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+
+class VariantSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="variant name, also its folder DIR/variants/<name>")
+    trainer: TrainerSpec = Field(description="the trainer (data builder) of this variant")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the recipe's train settings")
+
+
+class RoundsSpec(_Strict):
+    count: int = Field(2, ge=1, description="rounds of collect (current policy, sampling), build, train, evaluate")
+    start_adapter: str | None = Field(None, description="the round-1 policy, e.g. a behaviour-cloning adapter; None: the base model")
+    collect_episodes: int | None = Field(None, description="training-task rollouts of the current policy per round; None: every task once")
+    baseline: TrainerSpec | None = Field(
+        default_factory=lambda: TrainerSpec(name="bc"),
+        description="continue this trainer on expert demonstrations for the same training tokens each round (None: no baseline)",
+    )
 
 
 class Recipe(_Strict):
@@ -77,6 +101,14 @@ class Recipe(_Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     stages: list[Literal["collect", "build", "train", "eval"]] = Field(
         default_factory=lambda: ["collect", "build", "train", "eval"]
+    )
+    variants: list[VariantSpec] = Field(
+        default_factory=list,
+        description="a comparison: collect and evaluate the base once, then build, train and evaluate each "
+        "variant on the same data and seeds (the recipe's trainer is not used)",
+    )
+    rounds: RoundsSpec | None = Field(
+        None, description="iterative self-training (agentclone.iterate): each round's adapter is the next round's policy"
     )
 
 
@@ -176,7 +208,35 @@ def validate_recipe(data: dict, source: str = "<recipe>") -> Recipe:
             ) from None
         raise RecipeError(f"{source}: {dotted}: {err['msg']} (got {err.get('input')!r}){more}") from None
     _check_plugins(recipe, source)
+    _check_variants(recipe, source)
     return recipe
+
+
+def variant_train_settings(recipe: Recipe, variant: VariantSpec) -> TrainSettings:
+    """The recipe's train settings with the variant's overrides merged on top."""
+    return TrainSettings.model_validate(_merge(recipe.train.model_dump(), variant.train))
+
+
+def _check_variants(recipe: Recipe, source: str) -> None:
+    """Each variant: a unique name, a registered trainer with valid options, valid train overrides."""
+    from agentclone.trainers.base import make_builder
+
+    seen: set[str] = set()
+    for i, variant in enumerate(recipe.variants):
+        where = f"{source}: variants.{i}"
+        if variant.name in seen:
+            raise RecipeError(f"{where}.name: variant {variant.name!r} appears twice; names must be unique")
+        seen.add(variant.name)
+        try:
+            make_builder(variant.trainer.name, variant.trainer.options)
+        except (KeyError, ValueError) as exc:
+            raise RecipeError(f"{where}.trainer ({variant.name}): {str(exc).strip(chr(34) + chr(39))}") from None
+        try:
+            variant_train_settings(recipe, variant)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            dotted = ".".join(str(p) for p in err["loc"])
+            raise RecipeError(f"{where}.train.{dotted} ({variant.name}): {err['msg']} (got {err.get('input')!r})") from None
 
 
 def _check_plugins(recipe: Recipe, source: str) -> None:

@@ -50,7 +50,9 @@ class TrainSettings(BaseModel):
     )
     gradient_checkpointing: bool | None = Field(None, description="None: off on a CPU, on on a GPU")
     group_by_length: bool = Field(True, description="batch samples of similar length to waste less padding")
-    padding_free: bool = Field(False, description="TRL padding-free batches (needs flash attention on GPU)")
+    padding_free: bool = Field(
+        False, description="TRL padding-free batches (correct with SDPA or flash attention; see docs/benchmarks.md)"
+    )
     logging_steps: int = Field(5)
     save_steps: int = Field(50, description="checkpoint every N steps (for resume)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -128,6 +130,7 @@ def train_lora(
     fmt: ActionFormat | None = None,
     recipe: dict | None = None,
     progress: bool = True,
+    init_adapter: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA adapter on ``trajs`` and save it in ``output_dir``; return the metrics.
 
@@ -165,6 +168,13 @@ def train_lora(
         target_modules=settings.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+    if init_adapter is not None:  # continue training an existing adapter (e.g. the last round's)
+        from peft import PeftModel
+
+        if not (Path(init_adapter) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"no LoRA adapter at {init_adapter} (adapter_config.json missing)")
+        model_obj = PeftModel.from_pretrained(model_obj, str(init_adapter), is_trainable=True)
+        lora = None
     ckpt_dir = output_dir / "checkpoints"
     config = SFTConfig(
         output_dir=str(ckpt_dir),
@@ -180,7 +190,8 @@ def train_lora(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=grad_ckpt,
-        max_length=settings.max_length,
+        # TRL refuses max_length with padding_free (it would not truncate); the rows are already cut to it
+        max_length=None if settings.padding_free else settings.max_length,
         padding_free=settings.padding_free,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         logging_steps=settings.logging_steps,
@@ -228,6 +239,7 @@ def train_lora(
             "base_model_path": path,
             "format": fmt.name,
             "data_hash": data_hash(trajs),
+            "init_adapter": str(init_adapter) if init_adapter is not None else None,
             "settings": settings.model_dump(),
             "recipe": recipe,
             "metrics": {k: v for k, v in metrics.items() if k != "log_history"},

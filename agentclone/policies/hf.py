@@ -46,6 +46,7 @@ class HFPolicy(Policy):
         device: str | None = None,
         model_obj=None,
         tokenizer=None,
+        stop_at_action: bool = True,
     ) -> None:
         super().__init__(fmt)
         from agentclone.models import load_tokenizer, resolve_model
@@ -53,6 +54,7 @@ class HFPolicy(Policy):
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size
+        self.stop_at_action = stop_at_action  # False for free text (a judge's answer)
         if isinstance(generation, dict):
             generation = GenerationSettings(**generation)
         self.gen = generation or GenerationSettings()
@@ -100,10 +102,16 @@ class HFPolicy(Policy):
             torch.manual_seed(self.gen.seed)
             self._generator_seeded = True
         prompts = self._prompts(requests)
-        out: list[str] = []
-        for i in range(0, len(prompts), self.batch_size):
-            out.extend(self._generate(prompts[i : i + self.batch_size]))
-        return out
+        # Chunks of similar length: left padding to the longest prompt of a chunk
+        # is wasted prefill, and prefill dominates rollouts on a CPU.
+        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        out: list[str | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, text in zip(chunk, self._generate([prompts[i] for i in chunk])):
+                out[i] = text
+        return out  # type: ignore[return-value]
 
     def _generate(self, prompts: list[str]) -> list[str]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -114,7 +122,7 @@ class HFPolicy(Policy):
             do_sample=sample,
             eos_token_id=self._stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=[_ActionLineStop(self.tokenizer, prompt_len)],
+            stopping_criteria=[_ActionLineStop(self.tokenizer, prompt_len)] if self.stop_at_action else None,
         )
         if sample:
             kwargs.update(temperature=self.gen.temperature, top_p=self.gen.top_p)
@@ -129,6 +137,74 @@ class HFPolicy(Policy):
             half = len(prompts) // 2
             return self._generate(prompts[:half]) + self._generate(prompts[half:])
         return self.tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+
+    @torch.inference_mode()
+    def turn_logprobs(
+        self, trajectories: list, reduce: str = "mean", max_batch_tokens: int = 4096
+    ) -> list[list[float]]:
+        """Log-probability of every assistant turn of each trajectory under this model (teacher forcing).
+
+        Each trajectory is one conversation, scored in one forward pass (several
+        short ones may share a batch): the chat template's generation markers
+        give each assistant turn's tokens (its end-of-turn token included), the
+        same spans the trainer puts loss on. ``reduce`` is ``mean`` (per token)
+        or ``sum``. An invalid step scores like any other turn.
+        """
+        from agentclone.prompting import trajectory_messages
+        from agentclone.training import _spans
+
+        if reduce not in ("mean", "sum"):
+            raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+        encoded = []
+        for traj in trajectories:
+            if not traj.steps:
+                encoded.append(([], []))
+                continue
+            messages, _ = trajectory_messages(traj, self.fmt)
+            enc = self.tokenizer.apply_chat_template(
+                messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+            )
+            spans = _spans(list(enc["assistant_masks"]))
+            if len(spans) != len(traj.steps):
+                raise RuntimeError(
+                    f"chat template marked {len(spans)} assistant spans for {len(traj.steps)} steps in "
+                    f"trajectory {traj.id}; the template needs {{% generation %}} markers"
+                )
+            encoded.append((list(enc["input_ids"]), spans))
+        out: list[list[float]] = [[] for _ in trajectories]
+        order = sorted((i for i, (ids, _) in enumerate(encoded) if ids), key=lambda i: len(encoded[i][0]))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batch: list[int] = []
+
+        def run(batch: list[int]) -> None:
+            width = max(len(encoded[i][0]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # right padding: positions stay those of training
+                seq = encoded[i][0]
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            for row, i in enumerate(batch):
+                seq_ids, spans = encoded[i]
+                scores = []
+                for a, b in spans:
+                    # the token at position p is predicted by the logits at p - 1
+                    pred = logits[row, a - 1 : b - 1].float()
+                    target = ids[row, a:b].to(pred.device)
+                    lp = pred.gather(-1, target[:, None]).squeeze(-1) - torch.logsumexp(pred, dim=-1)
+                    scores.append(float(lp.mean() if reduce == "mean" else lp.sum()))
+                out[i] = scores
+
+        for i in order:
+            longest = max([len(encoded[j][0]) for j in batch] + [len(encoded[i][0])])
+            if batch and longest * (len(batch) + 1) > max_batch_tokens:
+                run(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            run(batch)
+        return out
 
     def close(self) -> None:
         del self.model

@@ -477,6 +477,17 @@ class TextCraftEnv(TextEnv):
             raise RuntimeError("call reset(task) before asking the expert")
         return Planner(self.rules, self.inventory).plan(self.goal)
 
+    def distance_to_goal(self) -> float | None:
+        """The expert's remaining plan length from the current inventory; inf if the goal cannot be made."""
+        if self.goal is None:
+            return None
+        if self.inventory.get(self.goal, 0) > 0:
+            return 0.0
+        try:
+            return float(len(self.plan()))
+        except RuntimeError:  # no obtainable ingredient
+            return math.inf
+
     def _expert(self) -> ExpertAction:
         step = self.plan()[0]
         return ExpertAction(action=step.command(), thought=step.thought())

