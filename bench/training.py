@@ -433,6 +433,8 @@ def parse_args(argv=None):
                    help="auto: agentclone's default (on on a GPU, off on a CPU)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: known GPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of all runs (alternating order); ratios are per round, then the median")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the run directories (adapters)")
     p.add_argument("--json-out", default=None)
@@ -492,47 +494,87 @@ def main(argv=None) -> dict:
             payload["padding_free_loss_check"] = padding_free_loss_check(args, dataset, tokenizer)
             print(f"padding-free loss check: {payload['padding_free_loss_check']}", flush=True)
 
-        results: dict[str, dict] = {}
         packed_batch = max(1, round(args.batch_size * (sum(lengths) / len(lengths)) / args.max_length))
-        for name in args.runs:
-            run_dir = work / name
-            print(f"run {name} ...", flush=True)
-            try:
-                if name == "agentclone":
-                    row = run_agentclone(args, trajs, run_dir)
-                elif name == "agentclone_padding_free":
-                    row = run_agentclone(args, trajs, run_dir, padding_free=True)
-                elif name == "trl":
-                    row = run_plain_trl(args, dataset, tokenizer, run_dir, sampling="group_by_length")
-                elif name == "padded":
-                    row = run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random")
-                elif name == "padding_free":
-                    row = run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random", padding_free=True)
-                elif name == "group_by_length":
-                    row = run_plain_trl(args, dataset, tokenizer, run_dir, sampling="group_by_length")
-                elif name == "packed":
-                    row = run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random", packing=True,
-                                        batch_size=packed_batch)
-                    row["batch_size"] = packed_batch
-                elif name in ("peft_loop", "peft_loop_gc"):
-                    row = run_peft_loop(args, dataset, tokenizer, gradient_checkpointing=name == "peft_loop_gc")
-            except Exception as exc:  # one failing setting is a result, not the end of the benchmark
-                row = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=4)}
-            results[name] = {"name": name, **row}
-            print(f"  {name}: {json.dumps({k: v for k, v in row.items() if k not in ('step_losses', 'traceback')}, default=str)}",
-                  flush=True)
-            gc.collect()
-            if args.gpu:
-                torch.cuda.empty_cache()
-            shutil.rmtree(run_dir, ignore_errors=True) if not args.keep else None
+        rounds: list[dict[str, dict]] = []
+        for r in range(args.repeats):
+            # alternate the order, so a slow spell of a shared machine does not always hit the same run
+            order = args.runs if r % 2 == 0 else list(reversed(args.runs))
+            results: dict[str, dict] = {}
+            for name in order:
+                row = run_one(name, args, trajs, dataset, tokenizer, work / name, packed_batch)
+                results[name] = {"name": name, "round": r, **row}
+                brief = {k: v for k, v in row.items() if k not in ("step_losses", "traceback", "params", "walls")}
+                print(f"  round {r} {name}: {json.dumps(brief, default=str)}", flush=True)
+                gc.collect()
+                if args.gpu:
+                    torch.cuda.empty_cache()
+                shutil.rmtree(work / name, ignore_errors=True) if not args.keep else None
+            rounds.append(results)
+        results = {name: median_row([rnd[name] for rnd in rounds]) for name in args.runs}
         payload["results"] = results
-        payload["comparisons"] = compare(results, args)
+        payload["rounds"] = rounds if args.repeats > 1 else None
+        payload["comparisons"] = compare_rounds(rounds, args)
         print_tables(payload, args)
         write_json(args.json_out, payload)
         return payload
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_one(name: str, args, trajs, dataset, tokenizer, run_dir: Path, packed_batch: int) -> dict:
+    try:
+        if name == "agentclone":
+            return run_agentclone(args, trajs, run_dir)
+        if name == "agentclone_padding_free":
+            return run_agentclone(args, trajs, run_dir, padding_free=True)
+        if name in ("trl", "group_by_length"):  # the same settings: agentclone's defaults, on plain TRL
+            return run_plain_trl(args, dataset, tokenizer, run_dir, sampling="group_by_length")
+        if name == "padded":
+            return run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random")
+        if name == "padding_free":
+            return run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random", padding_free=True)
+        if name == "packed":
+            return {**run_plain_trl(args, dataset, tokenizer, run_dir, sampling="random", packing=True,
+                                    batch_size=packed_batch), "batch_size": packed_batch}
+        if name in ("peft_loop", "peft_loop_gc"):
+            return run_peft_loop(args, dataset, tokenizer, gradient_checkpointing=name == "peft_loop_gc")
+        raise ValueError(f"unknown run {name!r}")
+    except Exception as exc:  # one failing setting is a result, not the end of the benchmark
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=4)}
+
+
+def median(values: list):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
+def median_row(rows: list[dict]) -> dict:
+    """One row per run: the median of each throughput over the rounds (the rest from the first round)."""
+    out = dict(rows[0])
+    for key in ("tokens_per_s", "tokens_per_cpu_s", "end_to_end_tokens_per_s", "end_to_end_tokens_per_cpu_s",
+                "model_tflops_per_s", "mfu"):
+        if any(key in r for r in rows):
+            out[key] = median([r.get(key) for r in rows])
+    out["rounds"] = len(rows)
+    return out
+
+
+def compare_rounds(rounds: list[dict[str, dict]], args) -> list[dict]:
+    """Each comparison per round (run and baseline from the same round), then the median ratio."""
+    per_round = [compare(results, args) for results in rounds]
+    out = []
+    for i, item in enumerate(per_round[0]):
+        items = [p[i] for p in per_round]
+        merged = dict(item)
+        for key in ("ratio", "cpu_time_ratio"):
+            values = [x[key] for x in items]
+            merged[key] = median(values)
+            merged[f"{key}_per_round"] = values
+        if merged["target"] is not None and merged["ratio"] is not None:
+            merged["met"] = merged["ratio"] >= merged["target"]
+        out.append(merged)
+    return out
 
 
 def compare(results: dict[str, dict], args) -> list[dict]:

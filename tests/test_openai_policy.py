@@ -220,6 +220,10 @@ def test_requests_go_round_robin_and_fail_over_from_a_dead_server():
         assert len(p.act(requests_for(8))) == 8
         p.close()
         assert len(a.requests) == 4 and len(b.requests) == 4
+        p = policy(None, base_urls=[a.url, b.url])  # the plural spelling works the same
+        assert len(p.act(requests_for(2))) == 2
+        p.close()
+        assert len(a.requests) == 5 and len(b.requests) == 5
         p = policy([closed, a.url], max_retries=1)
         assert p.act(requests_for(4)) == ["Thought: go.\nAction: add 1"] * 4
         assert p.stats["retries"] == 2  # the two requests that started on the dead server

@@ -100,6 +100,7 @@ class OpenAIPolicy(Policy):
         model: str = "smollm2-135m",
         adapter: str | None = None,
         base_url: str | list[str] = "http://127.0.0.1:8000/v1",
+        base_urls: list[str] | None = None,
         api_key_env: str | None = None,
         generation: GenerationSettings | dict | None = None,
         batch_size: int | None = None,
@@ -117,6 +118,8 @@ class OpenAIPolicy(Policy):
         super().__init__(fmt)
         import httpx
 
+        if base_urls is not None:  # the plural spelling of the same option
+            base_url = base_urls
         urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         if not urls:
             raise ValueError("base_url: give at least one server URL, e.g. http://127.0.0.1:8000/v1")
