@@ -23,6 +23,7 @@ and redone, so a table never mixes an old adapter's rollouts with a new one's.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -163,11 +164,19 @@ def _paired(a: list[Trajectory], b: list[Trajectory]) -> dict | None:
     shared = [t for t in a if t.id in wins_b]
     if not shared:
         return None
-    return {
-        "episodes": len(shared),
-        "only_this": sum(t.success and not wins_b[t.id] for t in shared),
-        "only_reference": sum(wins_b[t.id] and not t.success for t in shared),
-    }
+    only_this = sum(t.success and not wins_b[t.id] for t in shared)
+    only_reference = sum(wins_b[t.id] and not t.success for t in shared)
+    return {"episodes": len(shared), "only_this": only_this, "only_reference": only_reference,
+            "p_value": mcnemar_exact(only_this, only_reference)}
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test: how likely a split at least this uneven is if neither side is better."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def comparison_table(recipe: Recipe, out: Path, timings: dict) -> dict:
@@ -237,7 +246,7 @@ def render_comparison(table: dict) -> str:
         "per epoch; every variant trains on the same trajectories for the same optimizer steps.",
         "",
         "| variant | trainer | loss steps | loss tokens / tokens | train loss | success (95% CI) | vs base "
-        f"| paired vs {ref} (+only this / -only {ref}) | invalid actions | train s |",
+        f"| paired vs {ref} (+only this / -only {ref}, exact McNemar p) | invalid actions | train s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table["rows"]:
@@ -252,7 +261,7 @@ def render_comparison(table: dict) -> str:
             success = invalid = "-"
         vs = f"{r['vs_base_points']:+.1f} pts" if "vs_base_points" in r else "-"
         p = r.get("paired_vs_reference")
-        paired = f"+{p['only_this']} / -{p['only_reference']} of {p['episodes']}" if p else "-"
+        paired = f"+{p['only_this']} / -{p['only_reference']} of {p['episodes']} (p={p['p_value']:.2g})" if p else "-"
         train_s = f"{r['train_wall_s']:.0f}" if "train_wall_s" in r else "-"
         lines.append(f"| {r['variant']} | {r['trainer']} | {steps} | {tokens} | {loss} | {success} | {vs} | {paired} "
                      f"| {invalid} | {train_s} |")

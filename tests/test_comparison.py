@@ -25,6 +25,15 @@ def test_critical_recipe_validates_with_its_variants():
     assert r.env.kwargs["max_depth"] == 1 and r.env.kwargs["heldout_fraction"] == 0.35
 
 
+def test_exact_mcnemar_p_value():
+    from agentclone.comparison import mcnemar_exact
+
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(2, 16) == pytest.approx(2 * (1 + 18 + 153) / 2**18)
+    assert mcnemar_exact(3, 6) == mcnemar_exact(6, 3) == pytest.approx(0.5078125)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(4, 4) == 1.0
+
+
 def test_recipe_without_variants_has_none():
     assert load_recipe(REPO / "recipes" / "quickstart.yaml").variants == []
 
