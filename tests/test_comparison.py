@@ -34,6 +34,12 @@ def test_exact_mcnemar_p_value():
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(4, 4) == 1.0
 
 
+def test_deep_recipe_differs_only_in_the_goals_and_eval_size():
+    shallow = load_recipe(REPO / "recipes" / "textcraft_critical.yaml")
+    deep = load_recipe(REPO / "recipes" / "textcraft_critical_deep.yaml")
+    assert deep.env.kwargs["max_depth"] == 2 and deep.variants == shallow.variants and deep.train == shallow.train
+
+
 def test_recipe_without_variants_has_none():
     assert load_recipe(REPO / "recipes" / "quickstart.yaml").variants == []
 

@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentclone.data import Step, Trajectory
 from agentclone.models import load_tokenizer
@@ -208,6 +210,16 @@ def test_unusable_answers_say_why(text, problem):
     assert not answer.ok and problem in "; ".join(answer.problems)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet='[]{}":,0123456789 steptcaionlr-\n', max_size=80)),
+       st.integers(min_value=1, max_value=12))
+def test_any_answer_parses_without_raising_and_stays_in_range(text, n):
+    answer = parse_judge_answer(text, n, [f"get {i} oak log" for i in range(n)])
+    steps = [p.step for p in answer.picks]
+    assert all(1 <= s <= n for s in steps) and len(steps) == len(set(steps))
+    assert answer.ok or answer.problems
+
+
 def test_answer_quoting_an_action_instead_of_a_number():
     # what SmolLM2-135M writes when asked: categories and a paraphrase of the crafting step
     text = ("The 1st critical step is:\n- plan creation: the agent works out a plan.\n"
@@ -216,6 +228,13 @@ def test_answer_quoting_an_action_instead_of_a_number():
     answer = parse_judge_answer(text, 2, actions)
     assert [(p.step, p.category) for p in answer.picks] == [(2, "critical action")] and answer.shape == "quoted-action"
     assert [p.step for p in parse_judge_answer("First: get 6 stone.", 2, actions).picks] == [1]
+    # a paraphrase that shares many words with the `get` step still names the crafting step by its verb
+    spruce = ["get 4 stripped spruce log", "craft 3 stripped spruce wood using 4 stripped spruce log"]
+    line = "- critical action: the agent crafts the stripped spruce wood using 4 stripped spruce log."
+    assert [p.step for p in parse_judge_answer(line, 2, spruce).picks] == [2]
+    # too vague to tell two crafting steps apart: no pick
+    planks = ["get 1 oak log", "craft 4 oak planks using 1 oak log", "craft 1 crafting table using 4 oak planks"]
+    assert not parse_judge_answer("the agent crafts the planks", 3, planks).ok
 
 
 def test_normalize_category():

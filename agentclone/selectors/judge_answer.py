@@ -323,34 +323,40 @@ def _from_prose(text: str) -> list[JudgePick]:
 # -- quoted actions -----------------------------------------------------------------------------
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _from_quoted_actions(text: str, actions: list[str]) -> list[JudgePick]:
-    """Steps whose action the answer quotes, whole or without its verb ("crafts" for "craft").
+def _overlap(action: list[str], line: set[str]) -> float:
+    """Share of the action's words found in the line ("crafts" counts for "craft")."""
+    def found(word: str) -> bool:
+        return word in line or (len(word) >= 4 and any(w.startswith(word) for w in line))
 
-    Longer actions are matched first and a match inside an earlier match's span
-    does not count, so "get 6 stone" is not picked by "craft 4 stairs using 6 stone".
-    Each match's category is read from its own line.
+    return sum(found(w) for w in action) / len(action) if action else 0.0
+
+
+def _from_quoted_actions(text: str, actions: list[str], threshold: float = 0.5, margin: float = 0.15) -> list[JudgePick]:
+    """Steps whose action a line of the answer quotes or paraphrases ("crafts 4 stone stairs using 6 stone").
+
+    A line can pick a step only if it uses the action's verb ("crafts" for
+    "craft ..."); among those, it picks the step whose action words it covers
+    best, when it covers at least ``threshold`` of them and clearly more
+    (``margin``) than any other. So "the agent crafts the planks using 1 oak log"
+    picks the crafting step, never "get 1 oak log". The line's category comes along.
     """
-    body = _norm(text)
-    lines = [(_norm(line), line) for line in text.splitlines()]
-    taken: list[tuple[int, int]] = []
-    found: list[tuple[int, JudgePick]] = []
-    order = sorted(range(len(actions)), key=lambda i: -len(actions[i]))
-    for i in order:
-        words = _norm(actions[i]).split()
-        for needle in (" ".join(words), " ".join(words[1:])):
-            if len(needle) < 8 or len(needle.split()) < 2:
-                continue
-            pos = body.find(needle)
-            while pos >= 0 and any(a <= pos < b for a, b in taken):
-                pos = body.find(needle, pos + 1)
-            if pos < 0:
-                continue
-            taken.append((pos, pos + len(needle)))
-            line = next((raw for norm, raw in lines if needle in norm), "")
-            found.append((pos, JudgePick(step=i + 1, category=normalize_category(line), reason=_text(line, 200))))
-            break
-    return [pick for _, pick in sorted(found, key=lambda x: x[0])]
+    words = [_words(a) for a in actions]
+    picks = []
+    for line in text.splitlines():
+        seen = set(_words(line))
+        if not seen:
+            continue
+        scores = sorted(
+            ((_overlap(w, seen), i) for i, w in enumerate(words) if w and _overlap(w[:1], seen) == 1.0), reverse=True
+        )
+        if not scores:
+            continue
+        best, index = scores[0]
+        runner_up = scores[1][0] if len(scores) > 1 else 0.0
+        if best >= threshold and best - runner_up >= margin:
+            picks.append(JudgePick(step=index + 1, category=normalize_category(line), reason=_text(line, 200)))
+    return picks
