@@ -33,11 +33,16 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # vLLM lives in its own venv (it pins its own torch/transformers): scripts/setup_vllm_venv.sh
-vllm-venv:
+# Redone when agentclone's or the TextCraft plugin's dependencies or the script change.
+VLLM_STAMP := .venv-vllm/.agentclone-vllm-installed
+$(VLLM_STAMP): scripts/setup_vllm_venv.sh pyproject.toml plugins/textcraft/pyproject.toml
+	rm -f $(VLLM_STAMP)
 	bash scripts/setup_vllm_venv.sh
 
+vllm-venv: $(VLLM_STAMP)
+
 test-vllm: vllm-venv
-	.venv-vllm/bin/python -m pytest -q -ra tests/vllm
+	AGENTCLONE_REQUIRE_VLLM=1 .venv-vllm/bin/python -m pytest -q -ra tests/vllm
 
 # the heavier environment plugins, each with what it needs
 test-textworld: $(STAMP)

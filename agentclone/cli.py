@@ -71,16 +71,26 @@ def envs(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> No
     console.print(table)
 
 
-def _parse_kv(items: list[str]) -> dict:
+def _parse_kv(items: list[str], flag: str = "--env-kwarg") -> dict:
     import yaml
 
     out = {}
     for item in items:
         if "=" not in item:
-            _fail(f"--env-kwarg takes KEY=VALUE, got {item!r}")
+            _fail(f"{flag} takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key] = yaml.safe_load(value)
     return out
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        _fail(f"--shard takes I/N (e.g. 0/4), got {text!r}")
+    if count < 1 or not 0 <= index < count:
+        _fail(f"--shard I/N needs N >= 1 and 0 <= I < N, got {text!r}")
+    return index, count
 
 
 @app.command()
@@ -98,6 +108,12 @@ def collect(
     temperature: float = typer.Option(0.0, help="0 = greedy"),
     fmt: str = typer.Option("thought-action", "--format", help="thought-action or action"),
     env_kwarg: list[str] = typer.Option([], "--env-kwarg", help="KEY=VALUE environment option (repeatable)"),
+    backend_option: list[str] = typer.Option(
+        [], "--backend-option", help="KEY=VALUE option of the policy backend, e.g. base_url=http://host:8000/v1 "
+        "for openai, engine=continuous for hf (repeatable; a YAML value, so [a, b] is a list)"),
+    shard: Optional[str] = typer.Option(
+        None, help="I/N: run only episodes I, I+N, I+2N, ... of the plan (0-based), so N workers split one "
+        "collection; each writes its own --output"),
 ) -> None:
     """Run a policy on tasks of an environment and write one trajectory per episode."""
     from agentclone.envs import UnknownEnvironmentError
@@ -111,13 +127,15 @@ def collect(
     if fmt not in ("thought-action", "action"):
         _fail(f"--format must be thought-action or action, got {fmt!r}")
     kwargs = _parse_kv(env_kwarg)
-    options: dict = {}
+    options: dict = _parse_kv(backend_option, "--backend-option")
+    shard_spec = _parse_shard(shard) if shard else None
     if policy != "expert":
-        options = dict(model=model, adapter=adapter,
+        options = dict(options, model=model, adapter=adapter,
                        generation=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
     try:
         pol = make_policy(policy, fmt=ActionFormat(fmt), **options)
-        res = run_collect(env, kwargs, pol, split, n, output, seed=seed, settings=RolloutSettings(concurrency=concurrency))
+        res = run_collect(env, kwargs, pol, split, n, output, seed=seed, settings=RolloutSettings(concurrency=concurrency),
+                          shard=shard_spec)
     except (UnknownEnvironmentError, KeyError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc).strip("'\""))
     ok = sum(t.success for t in res.trajectories)

@@ -58,12 +58,21 @@ def collect(
     seed: int = 0,
     settings: RolloutSettings | None = None,
     description: str = "collect",
+    shard: tuple[int, int] | None = None,
 ) -> RolloutResult:
-    """Run ``policy`` on ``episodes`` tasks of ``split``; append trajectories to ``output``."""
+    """Run ``policy`` on ``episodes`` tasks of ``split``; append trajectories to ``output``.
+
+    ``shard=(i, n)`` keeps episodes i, i+n, i+2n, ... of the plan: n workers with the same
+    arguments split one collection without overlap, and their files together hold exactly the
+    episodes (same ids, seeds and tasks) of one unsharded run.
+    """
     probe = make_env(env_id, **env_kwargs)
     try:
         tasks = probe.tasks(split)
         plan = plan_episodes(tasks, episodes, seed=seed)
+        if shard is not None:
+            index, count = shard
+            plan = plan[index::count]
         probe.prepare([e.task for e in plan])  # e.g. compile generated games once, in parallel
     finally:
         probe.close()

@@ -168,13 +168,10 @@ def make_policy(engine: str, model, tok, args, device: str):
     from agentclone.policies.hf import HFPolicy
 
     gen = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    policy = HFPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size, device=device,
+                      generation=gen, engine=engine)
     if engine == "generate":
-        return HFPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size, device=device,
-                        generation=gen)
-    from bench.cb_policy import ContinuousBatchingPolicy
-
-    policy = ContinuousBatchingPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size,
-                                      device=device, generation=gen)
+        return policy
     # start the engine on a prompt that shares no prefix with the episodes (not measured)
     policy.act([PolicyRequest(messages=[{"role": "user", "content": "Say hello."}])])
     return policy
@@ -196,8 +193,8 @@ def parse_args(argv=None):
     p.add_argument("--max-consecutive-invalid", type=int, default=3, help="as the quickstart's eval (0: never stop)")
     p.add_argument("--batch-size", type=int, default=32, help="the hf policy's generate batch size")
     p.add_argument("--engines", default="generate",
-                   help="generate (the hf policy) and/or continuous (bench/cb_policy.py: transformers' continuous "
-                        "batching with prefix caching, an experiment); the baseline is generate at concurrency 1")
+                   help="generate and/or continuous: the hf policy's engines (HFPolicy(engine=...); continuous is "
+                        "transformers' continuous batching with prefix caching); the baseline is generate at concurrency 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--explain", action="store_true",

@@ -109,12 +109,11 @@ def test_one_sample_per_trajectory_costs_the_last_prefix_of_the_naive_way(smollm
 
 def test_continuous_batching_answer_is_cut_where_generate_stops(smollm2_path):
     from agentclone.models import load_tokenizer
-    from bench.cb_policy import ContinuousBatchingPolicy
+    from agentclone.policies.hf_continuous import cut_at_action
 
-    policy = ContinuousBatchingPolicy.__new__(ContinuousBatchingPolicy)  # only the tokenizer is needed
-    policy.tokenizer = load_tokenizer(smollm2_path)
-    tokens = policy.tokenizer("Thought: I need logs.\nAction: get 1 oak log\nThought: more", add_special_tokens=False)
-    text, complete = policy._answer(tokens["input_ids"])
+    tok = load_tokenizer(smollm2_path)
+    tokens = tok("Thought: I need logs.\nAction: get 1 oak log\nThought: more", add_special_tokens=False)
+    text, complete = cut_at_action(tok, tokens["input_ids"])
     assert complete and text == "Thought: I need logs.\nAction: get 1 oak log\n"
-    text, complete = policy._answer(policy.tokenizer("Thought: still thinking", add_special_tokens=False)["input_ids"])
+    text, complete = cut_at_action(tok, tok("Thought: still thinking", add_special_tokens=False)["input_ids"])
     assert not complete and text == "Thought: still thinking"

@@ -299,3 +299,34 @@ def test_a_recipe_evaluates_through_a_fleet_of_servers(tmp_path, counter_env_reg
     assert report["base"]["episodes"] == 4 and report["base"]["errored"] == 0
     assert a.requests and b.requests  # spread over both servers
     assert (tmp_path / "report.md").exists()
+
+
+def test_rollout_workers_split_one_collection_over_a_fleet_from_the_command_line(tmp_path, counter_env_registered):
+    """`collect --shard I/N --backend-option base_url=...`: N workers, each on its own server,
+    together run exactly the episodes of one unsharded run (same ids), none twice."""
+    from typer.testing import CliRunner
+
+    from agentclone.cli import app
+    from agentclone.data import read_trajectories
+
+    runner = CliRunner()
+    base = ["collect", "--env", "test/counter-v0", "--split", "heldout", "-n", "7", "--seed", "3"]
+    whole = runner.invoke(app, base + ["--output", str(tmp_path / "whole.jsonl")])
+    assert whole.exit_code == 0, whole.output
+    with ChatServer() as a, ChatServer() as b:
+        for i, server in enumerate((a, b)):
+            res = runner.invoke(app, base + [
+                "--policy", "openai", "--shard", f"{i}/2", "--output", str(tmp_path / f"part{i}.jsonl"),
+                "--backend-option", f"base_url={server.url}", "--backend-option", "tokenizer=null",
+                "--backend-option", "concurrency=2"])
+            assert res.exit_code == 0, res.output
+    parts = [read_trajectories(tmp_path / f"part{i}.jsonl") for i in range(2)]
+    assert len(parts[0]) == 4 and len(parts[1]) == 3 and a.requests and b.requests
+    ids = [t.id for part in parts for t in part]
+    assert len(ids) == len(set(ids)) and set(ids) == {t.id for t in read_trajectories(tmp_path / "whole.jsonl")}
+    assert all(t.steps and t.steps[0].action == "add 1" for part in parts for t in part)  # the servers' answers
+
+    bad = runner.invoke(app, base + ["--shard", "2/2", "--output", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code != 0 and "0 <= I < N" in bad.output
+    bad = runner.invoke(app, base + ["--backend-option", "base_url", "--output", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code != 0 and "--backend-option takes KEY=VALUE" in bad.output

@@ -1,4 +1,8 @@
-"""transformers ``generate``, batched with left padding, optionally with a PEFT adapter."""
+"""transformers ``generate``, batched with left padding, optionally with a PEFT adapter.
+
+``engine="continuous"`` runs the same policy on transformers' continuous batching with prefix
+caching instead (``agentclone.policies.hf_continuous``); ``generate`` stays the default.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,19 @@ class _ActionLineStop:
         return torch.tensor([stop_after_action(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+ENGINES = ("generate", "continuous")
+
+
 class HFPolicy(Policy):
+    """A transformers model (optionally with a LoRA adapter) answering batches of conversations.
+
+    ``engine``: ``generate`` (``model.generate`` on length-sorted, left-padded chunks of
+    ``batch_size``) or ``continuous`` (transformers' continuous batching: a paged KV cache of
+    ``cache_tokens`` tokens in pages of ``page_size``, at most ``max_batch_tokens`` tokens per
+    forward pass, and prompt prefixes shared across rollout steps). Both give the same greedy
+    answers, cut at the same token after the ``Action:`` line.
+    """
+
     name = "hf"
 
     def __init__(
@@ -47,7 +63,17 @@ class HFPolicy(Policy):
         model_obj=None,
         tokenizer=None,
         stop_at_action: bool = True,
+        engine: str = "generate",
+        page_size: int = 32,
+        cache_tokens: int = 65536,
+        max_batch_tokens: int = 1024,
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown hf engine {engine!r}; allowed: {', '.join(ENGINES)}")
+        for key, value in (("page_size", page_size), ("cache_tokens", cache_tokens),
+                           ("max_batch_tokens", max_batch_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"hf option {key} must be a positive integer, got {value!r}")
         super().__init__(fmt)
         from agentclone.models import load_tokenizer, resolve_model
 
@@ -55,6 +81,11 @@ class HFPolicy(Policy):
         self.adapter = adapter
         self.batch_size = batch_size
         self.stop_at_action = stop_at_action  # False for free text (a judge's answer)
+        self.engine = engine
+        self.page_size = page_size
+        self.cache_tokens = cache_tokens
+        self.max_batch_tokens = max_batch_tokens
+        self._continuous = None  # the continuous engine, started on the first act()
         if isinstance(generation, dict):
             generation = GenerationSettings(**generation)
         self.gen = generation or GenerationSettings()
@@ -98,6 +129,8 @@ class HFPolicy(Policy):
 
     @torch.inference_mode()
     def act(self, requests: list[PolicyRequest]) -> list[str]:
+        if self.engine == "continuous":
+            return self._continuous_engine().answer(self._prompts(requests))
         if not self._generator_seeded:
             torch.manual_seed(self.gen.seed)
             self._generator_seeded = True
@@ -112,6 +145,17 @@ class HFPolicy(Policy):
             for i, text in zip(chunk, self._generate([prompts[i] for i in chunk])):
                 out[i] = text
         return out  # type: ignore[return-value]
+
+    def _continuous_engine(self):
+        if self._continuous is None:
+            from agentclone.policies.hf_continuous import ContinuousEngine
+
+            self._continuous = ContinuousEngine(
+                self.model, self.tokenizer, self.gen, self._stop_ids, stop_at_action=self.stop_at_action,
+                max_requests_per_batch=self.batch_size, page_size=self.page_size, cache_tokens=self.cache_tokens,
+                max_batch_tokens=self.max_batch_tokens,
+            )
+        return self._continuous
 
     def _generate(self, prompts: list[str]) -> list[str]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -207,4 +251,7 @@ class HFPolicy(Policy):
         return out
 
     def close(self) -> None:
+        if self._continuous is not None:
+            self._continuous.close()  # destroys the engine's manager: stops its thread, frees its cache
+            self._continuous = None
         del self.model

@@ -17,7 +17,6 @@ from vllm_testing import (
     ENV_KWARGS,
     EPISODES,
     GEN,
-    SKIP_REASON,
     actions,
     answers,
     first_step_requests,
@@ -25,11 +24,10 @@ from vllm_testing import (
     hf_reference,
     make_noisy_adapter,
     noisy_adapter,
-    vllm_installed,
+    skip_or_fail_without_vllm,
 )
 
-if not vllm_installed():
-    pytest.skip(SKIP_REASON, allow_module_level=True)
+skip_or_fail_without_vllm()
 
 from agentclone.policies.base import make_policy  # noqa: E402
 from agentclone.policies.vllm import _ENGINES, shutdown_engines  # noqa: E402

@@ -22,18 +22,16 @@ import pytest
 from vllm_testing import (
     EPISODES,
     GEN,
-    SKIP_REASON,
     actions,
     answers,
     first_step_requests,
     heldout_rollouts,
     hf_reference,
     noisy_adapter,
-    vllm_installed,
+    skip_or_fail_without_vllm,
 )
 
-if not vllm_installed():
-    pytest.skip(SKIP_REASON, allow_module_level=True)
+skip_or_fail_without_vllm()
 
 import httpx  # noqa: E402
 
