@@ -265,7 +265,8 @@ class VLLMServer:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
+            return
+        _wait_group_gone(proc.pid, timeout_s=10.0)
 
     def __enter__(self) -> "VLLMServer":
         return self.start()
@@ -288,6 +289,19 @@ class VLLMServer:
             return 0
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of group ``pgid`` is left (a SIGKILL is delivered, not awaited): so
+    "stopped" means stopped, with no engine process still holding memory or the port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -1,4 +1,5 @@
-"""The same TextCraft rollouts through the hf backend, vLLM's offline engine and a vLLM server.
+"""The same TextCraft rollouts through the hf backend (generate and continuous engines), vLLM's
+offline engine and a vLLM server.
 
     .venv-vllm/bin/python bench/vllm_backends.py --episodes 32 --json-out runs/bench/vllm_backends.json
     .venv-vllm/bin/python bench/vllm_backends.py --adapter runs/quickstart/adapter
@@ -82,7 +83,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--adapter", default=None, help="LoRA adapter directory (default: the base model)")
-    ap.add_argument("--backends", default="hf,vllm,server", help="comma list of hf, vllm, server")
+    ap.add_argument("--backends", default="hf,hf-continuous,vllm,server",
+                    help="comma list of hf, hf-continuous (the hf policy's continuous engine), vllm, server")
     ap.add_argument("--json-out", type=Path, default=Path("runs/bench/vllm_backends.json"))
     args = ap.parse_args()
 
@@ -98,6 +100,11 @@ def main() -> None:
     if "hf" in backends:
         row, reference = measure("hf", lambda: make_policy("hf", batch_size=args.concurrency, **common),
                                  args.episodes, args.concurrency)
+        rows.append(row)
+    if "hf-continuous" in backends:
+        row, _ = measure("hf, continuous engine",
+                         lambda: make_policy("hf", batch_size=args.concurrency, engine="continuous", **common),
+                         args.episodes, args.concurrency, reference)
         rows.append(row)
     if "vllm" in backends:
         row, _ = measure("vllm (offline engine)", lambda: make_policy("vllm", **common),

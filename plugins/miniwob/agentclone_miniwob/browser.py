@@ -186,6 +186,10 @@ class Browser:
             self.driver = webdriver.Chrome(service=service, options=options)
             self.driver.set_page_load_timeout(page_timeout_s)
             self.driver.set_script_timeout(script_timeout_s)
+            # A headless page never has the window's focus, so newer Chromium (150) sets
+            # document.activeElement on element.focus() but fires no 'focus' event, and tasks
+            # that reward focusing a field (focus-text) could not be solved. Emulate a focused page.
+            self.driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
         except WebDriverException as exc:
             self.close()
             raise BrowserError(f"Chromium did not start: {exc.msg or exc}") from None
