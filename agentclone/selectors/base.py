@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentclone.data import Trajectory
-from agentclone.trainers.base import BuildContext
+from agentclone.building import BuildContext
 
 Pick = tuple[int, dict[str, Any]]
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from agentclone.data import Trajectory
 from agentclone.selectors.base import Pick, SelectorConfig, StepSelector, eligible_steps
-from agentclone.trainers.base import BuildContext
+from agentclone.building import BuildContext
 
 
 class DisagreementConfig(SelectorConfig):

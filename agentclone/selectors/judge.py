@@ -25,7 +25,7 @@ from pydantic import Field
 from agentclone.data import Trajectory, atomic_write_text
 from agentclone.selectors.base import Pick, SelectorConfig, StepSelector, eligible_steps, make_selector
 from agentclone.selectors.judge_answer import CATEGORIES, JudgeAnswer, parse_judge_answer
-from agentclone.trainers.base import BuildContext
+from agentclone.building import BuildContext
 
 PROMPT_VERSION = "atlas-judge-v1"
 

@@ -9,37 +9,16 @@ exactly on the chosen assistant turns, is shared (``agentclone.training``).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentclone.building import BuildContext, BuildStats
 from agentclone.data import Trajectory
 
 
 class BuilderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass
-class BuildContext:
-    """What a builder may use beyond the trajectories: a model for scoring, the seed."""
-
-    seed: int = 0
-    model: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BuildStats:
-    trajectories_in: int = 0
-    trajectories_out: int = 0
-    steps: int = 0
-    loss_steps: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
 class DataBuilder(abc.ABC):
