@@ -25,9 +25,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentclone run recipes/quickstart.yaml --output $(OUT)
 
+# MiniWoB++ runs second and needs Chromium (.ci/run installs it): fail, never skip, without it
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
-	$(BIN)/python -m pytest -q -ra plugins/miniwob
+	AGENTCLONE_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -ra plugins/miniwob
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not slow"
@@ -51,7 +52,7 @@ test-textworld: $(STAMP)
 
 test-miniwob: $(STAMP)
 	command -v chromedriver >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
-	$(BIN)/python -m pytest -q -ra plugins/miniwob
+	AGENTCLONE_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -ra plugins/miniwob
 
 clean:
 	rm -rf $(VENV) runs

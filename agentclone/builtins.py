@@ -26,15 +26,31 @@ def register_policy_backends(register):
 
 
 @hookimpl
-def register_trainers(register):
-    from agentclone.trainers.bc import BehaviourCloning
-    from agentclone.trainers.critical import CriticalSteps
+def register_builders(register):
+    from agentclone.builders.bc import BehaviourCloning
+    from agentclone.builders.critical import CriticalSteps
+    from agentclone.builders.leap import Leap
+    from agentclone.builders.reflection import Reflection
 
     register("bc", BehaviourCloning)
     register("critical", CriticalSteps)
-    from agentclone.trainers.reflection import Reflection
-
     register("reflection", Reflection)
+    register("leap", Leap)
+    from agentclone.builders.preference import ETOPairs, KTOLabels, StepPairs
+
+    for builder in (StepPairs, KTOLabels, ETOPairs):
+        register(builder.name, builder)
+
+
+@hookimpl
+def register_objectives(register):
+    from agentclone.objectives.dpo import DPO
+    from agentclone.objectives.kto import KTO
+    from agentclone.objectives.sft import SFT
+
+    register("sft", SFT)
+    register("dpo", DPO)
+    register("kto", KTO)
 
 
 @hookimpl

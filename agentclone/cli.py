@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +24,8 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"error: {msg}", style="red", highlight=False, markup=False)
+    # soft_wrap: one line however long, so it reads (and greps) as one message
+    err.print(f"error: {msg}", style="red", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -40,8 +43,15 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="print JSON")) ->
         what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.registered.items())
         table.add_row(p.name, p.distribution or "-", p.version or "-", what or "-")
     console.print(table)
+    for p in reg.plugins:
+        for note in p.notes:
+            err.print(note, style="yellow", markup=False, soft_wrap=True)
+    for c in reg.conflicts:
+        err.print(f"{c.plugin} also registers {c.name!r} in {c.table}; {c.kept_by}'s is used (its hook runs first)",
+                  style="yellow", markup=False, soft_wrap=True)
     for f in reg.failures:
-        err.print(f"failed to load plugin {f.name} ({f.distribution}): {f.error}", style="red", markup=False)
+        err.print(f"failed to load plugin {f.name} ({f.distribution}): {f.error}", style="red", markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -116,7 +126,7 @@ def collect(
         "collection; each writes its own --output"),
 ) -> None:
     """Run a policy on tasks of an environment and write one trajectory per episode."""
-    from agentclone.envs import UnknownEnvironmentError
+    from agentclone.envs import UnknownEnvironmentError, check_env_options
     from agentclone.pipeline import collect as run_collect
     from agentclone.policies.base import GenerationSettings, make_policy
     from agentclone.prompting import ActionFormat
@@ -127,6 +137,7 @@ def collect(
     if fmt not in ("thought-action", "action"):
         _fail(f"--format must be thought-action or action, got {fmt!r}")
     kwargs = _parse_kv(env_kwarg)
+    check_env_options(env, kwargs)  # before a model backend spends a minute loading
     options: dict = _parse_kv(backend_option, "--backend-option")
     shard_spec = _parse_shard(shard) if shard else None
     if policy != "expert":
@@ -204,17 +215,22 @@ def _describe_selection(sel: dict) -> str:
 @app.command()
 def build(
     input: Path = typer.Argument(..., help="trajectory file"),
-    output: Path = typer.Option(..., "--output", "-o", help="training trajectories (JSONL) with loss flags"),
-    trainer: str = typer.Option("bc", help="trainer plugin (data builder)"),
-    option: list[str] = typer.Option([], "--option", help="KEY=VALUE trainer option (repeatable)"),
+    output: Path = typer.Option(..., "--output", "-o", help="training samples (JSONL)"),
+    builder_name: str = typer.Option("bc", "--builder", help="data builder: bc, critical, reflection, leap, step-pairs, ..."),
+    trainer: Optional[str] = typer.Option(None, "--trainer", hidden=True, help="old name of --builder"),
+    option: list[str] = typer.Option([], "--option", help="KEY=VALUE builder option (repeatable)"),
+    fmt_name: str = typer.Option("thought-action", "--format", help="how the agent answers: thought-action or action"),
 ) -> None:
-    """Turn trajectories into a training set with a trainer plugin."""
-    from agentclone.data import TrajectoryFileError, load_any, write_trajectories
-    from agentclone.trainers.base import BuildContext, make_builder
+    """Turn trajectories into training samples with a data builder."""
+    from agentclone.builders.base import BuildContext, make_builder
+    from agentclone.data import TrajectoryFileError, latest_per_id, load_any, write_trajectories
 
+    if trainer is not None:
+        err.print("warning: --trainer is now --builder", style="yellow", highlight=False)
+        builder_name = trainer
     try:
-        builder = make_builder(trainer, _parse_kv(option))
-        built = builder.build(load_any(input), BuildContext())
+        builder = make_builder(builder_name, _parse_kv(option))
+        built = builder.build(latest_per_id(load_any(input)), BuildContext(format=fmt_name))
     except (KeyError, ValueError, TrajectoryFileError, FileNotFoundError) as exc:
         _fail(str(exc).strip("'\""))
     write_trajectories(output, built)
@@ -233,8 +249,9 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="optimizer steps (overrides the recipe)"),
     learning_rate: Optional[float] = typer.Option(None, help="peak learning rate"),
 ) -> None:
-    """LoRA fine-tune a model on trajectories with TRL's SFTTrainer."""
+    """LoRA fine-tune a model on training samples with the recipe's objective (SFT by default)."""
     from agentclone.data import TrajectoryFileError, load_any
+    from agentclone.objectives import make_objective
     from agentclone.prompting import ActionFormat
     from agentclone.recipes import RecipeError, load_recipe
     from agentclone.training import TrainSettings, train_lora
@@ -248,15 +265,31 @@ def train(
             settings.max_steps = max_steps
         if learning_rate is not None:
             settings.learning_rate = learning_rate
-        trajs = load_any(data)
+        objective = make_objective(settings.objective)
+        trajs = load_any(data) if objective.name == "sft" else objective.read_samples(data)
     except (RecipeError, TrajectoryFileError, FileNotFoundError) as exc:
         _fail(str(exc))
+    if objective.name == "sft":
+        _check_training_data(data, trajs, fmt)
+    elif not trajs:
+        _fail(f"{data}: no training sample: the file holds no samples (it is empty)")
     metrics = train_lora(trajs, model, output, settings, fmt, recipe=rec)
     err.print(
         f"adapter saved in {output}: {metrics['global_step']} steps, loss {metrics['train_loss']:.3f}, "
         f"{metrics['train_tokens_per_s']} tokens/s",
         highlight=False,
     )
+
+
+def _check_training_data(data: Path, trajs: list, fmt) -> None:
+    """Fail before loading a model when ``data`` cannot give a single training sample."""
+    from agentclone.prompting import trajectory_messages
+
+    if not trajs:
+        _fail(f"{data}: no training sample: the file holds no trajectories (it is empty)")
+    if not any(any(trajectory_messages(t, fmt)[1]) for t in trajs):
+        _fail(f"{data}: no training sample: every trajectory was dropped, none of its {len(trajs)} trajectories "
+              "has a step with loss (steps all loss=false, or no steps); build the file with `agentclone build`")
 
 
 @app.command("eval")
@@ -274,7 +307,11 @@ def eval_cmd(
         r = load_recipe(recipe)
     except RecipeError as exc:
         _fail(str(exc))
-    evaluate(r, adapter or (output / "adapter"), output, ActionFormat(r.format))
+    adapter_dir = adapter or (output / "adapter")
+    if "adapter" in r.eval.policies and not (adapter_dir / "adapter_config.json").exists():
+        _fail(f"no adapter to evaluate: {adapter_dir} has no adapter_config.json; run the train stage "
+              f"(agentclone run {recipe} --output {output}) or pass --adapter DIR")
+    evaluate(r, adapter_dir, output, ActionFormat(r.format))
     console.print((output / "report.md").read_text(), markup=False, highlight=False)
 
 
@@ -282,17 +319,26 @@ def eval_cmd(
 def run(
     recipe: Path = typer.Argument(..., help="recipe YAML"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="output directory (default: runs/<name>)"),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of a recipe key, dotted (e.g. train.seed=1)"),
 ) -> None:
     """Run a recipe's stages: collect, build, train, evaluate. Completed stages are skipped on a rerun."""
     from agentclone.pipeline import run_recipe
     from agentclone.recipes import RecipeError, load_recipe
 
+    overrides: dict = {}
+    for key, value in _parse_kv(set_, "--set").items():
+        node = overrides
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
     try:
-        r = load_recipe(recipe)
+        r = load_recipe(recipe, overrides or None)
     except RecipeError as exc:
         _fail(str(exc))
     out = output or Path("runs") / r.name
-    result = run_recipe(r, out, recipe_text=recipe.read_text())
+    # with --set, the run folder keeps the recipe as run (overrides applied), not the file
+    result = run_recipe(r, out, recipe_text=None if overrides else recipe.read_text())
     if (out / "report.md").exists() and "eval" in r.stages:
         console.print((out / "report.md").read_text(), markup=False, highlight=False)
     err.print(f"stage times (s): {result['timings']}; outputs in {out}", highlight=False)
@@ -334,12 +380,50 @@ def serve(
     err.print("server stopped", highlight=False)
 
 
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="plugin name: lowercase letters, digits, dashes (the package is agentclone-NAME)"),
+    kind: str = typer.Option(..., "--kind", help="env, builder, policy or selector"),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="directory to write agentclone-NAME into"),
+) -> None:
+    """Write a plugin package: pyproject.toml with its entry point, the hook and a working class, a passing test."""
+    from agentclone.new_plugin import write_plugin
+
+    root = write_plugin(name, kind, output)
+    err.print(f"wrote {root}; next: pip install -e {root} && pytest {root} (docs/plugins.md explains each hook)",
+              highlight=False, markup=False, soft_wrap=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a user causes and fixes: printed as one line, no traceback."""
+    from agentclone.data import TrajectoryFileError
+    from agentclone.errors import UserError
+    from agentclone.recipes import RecipeError
+
+    return UserError, RecipeError, TrajectoryFileError, FileNotFoundError
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file or directory: {exc.filename}"
+    return str(exc)
+
+
 def main() -> None:
+    """The console entry point: a user error ends as ``error: <message>`` and status 2
+    (``AGENTCLONE_DEBUG=1`` prints its traceback too)."""
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted; rerun the same command to resume", style="yellow")
         sys.exit(130)
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        if os.environ.get("AGENTCLONE_DEBUG"):
+            traceback.print_exc()
+        err.print(f"error: {_message(exc)}", style="red", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,32 @@ class Task(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class ExpertLabel(BaseModel):
+    """What the environment's privileged expert would have done from a step's state (DAgger, LEAP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str | None = None
+    thought: str | None = None
+    error: str | None = None  # why the expert could not act from this state
+
+
+_QUOTES = "\"'`"
+
+
+def normalize_action(action: str) -> str:
+    """An action in a form where spelling differences that mean nothing are gone: lower case, runs of
+    whitespace as one space, surrounding quotes / backticks and a trailing period stripped."""
+    text = " ".join(action.split()).lower()
+    previous = None
+    while text != previous:
+        previous = text
+        text = text.strip().strip(_QUOTES).strip()
+        if text.endswith("."):
+            text = text[:-1]
+    return text
+
+
 class Step(BaseModel):
     """The agent saw ``observation``, thought ``thought``, and did ``action``."""
 
@@ -46,6 +72,15 @@ class Step(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
     loss: bool = True  # does this step's assistant turn carry training loss
     selection: dict[str, Any] | None = None  # why a step selector picked (or skipped) this step
+    expert: ExpertLabel | None = None  # the expert's action from this step's state (collect with expert_labels)
+
+    @property
+    def agrees_with_expert(self) -> bool | None:
+        """Did the agent do what the expert would have (``normalize_action`` equality)? None without a
+        label, or when the expert could not act from this state."""
+        if self.expert is None or self.expert.action is None:
+            return None
+        return normalize_action(self.action) == normalize_action(self.expert.action)
 
 
 class Trajectory(BaseModel):
@@ -147,29 +182,48 @@ def iter_trajectories(path: str | Path, on_torn: str = "warn") -> Iterator[Traje
                 raise
 
 
-def _warn_torn(path: Path, lineno: int) -> None:
+def _warn_torn(path: Path, lineno: int | None) -> None:
     import sys
 
+    where = f"{path}:{lineno}" if lineno is not None else f"{path}"
+    what = "skipped it" if lineno is not None else "cut it off before appending"
     print(
-        f"warning: {path}:{lineno}: torn last line (an interrupted write); "
-        "skipped it and kept the earlier episodes",
+        f"warning: {where}: torn last line (an interrupted write); {what} and kept the earlier episodes",
         file=sys.stderr,
     )
 
 
 def read_trajectories(path: str | Path, on_torn: str = "warn") -> list[Trajectory]:
+    """Every record of a JSONL file, in file order.
+
+    A resumed collection appends a new record for an episode whose earlier record ended in an
+    error (``Trajectory.error``), so a file may hold several records of one episode id: callers
+    that need one record per episode pass the result through ``latest_per_id``.
+    """
     return list(iter_trajectories(path, on_torn=on_torn))
 
 
-def _repair_torn_tail(path: Path) -> None:
-    """Cut a torn last line (no trailing newline) so appends start on a clean line."""
+def latest_per_id(trajs: Iterable[Trajectory]) -> list[Trajectory]:
+    """The last record of each episode id, in the order the ids first appear.
+
+    A rerun of a collection appends a new record for each episode that errored before, so the
+    newest record of an id is the one that counts.
+    """
+    latest: dict[str, Trajectory] = {}
+    for traj in trajs:
+        latest[traj.id] = traj  # a dict keeps the position of an id's first insertion
+    return list(latest.values())
+
+
+def _repair_torn_tail(path: Path) -> bool:
+    """Cut a torn last line (no trailing newline) so appends start on a clean line; True if it cut one."""
     size = path.stat().st_size
     if size == 0:
-        return
+        return False
     with open(path, "rb+") as fh:
         fh.seek(size - 1)
         if fh.read(1) == b"\n":
-            return
+            return False
         # find the last newline
         pos, chunk = size, 65536
         cut = 0
@@ -183,17 +237,93 @@ def _repair_torn_tail(path: Path) -> None:
                 break
             pos = start
         fh.truncate(cut)
+    return True
+
+
+def lock_path(path: str | Path) -> Path:
+    """The sidecar file a ``TrajectoryWriter`` of ``path`` locks: ``.NAME.lock`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``lock_path(path)`` holding the writer's pid; the kernel drops it when
+    the process dies, so a killed writer never leaves a stale lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = lock_path(path)
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: no protection, as before
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                from agentclone.errors import UserError
+
+                who = f"pid {holder}" if holder else "pid unknown"
+                raise UserError(
+                    f"another process ({who}) is writing {path}; wait for it to finish or choose another --output"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # the holder before us may have removed the file while we opened it: lock the file on disk
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            self.path.unlink(missing_ok=True)  # while still locked: a waiting writer re-checks the file
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
 
 
 class TrajectoryWriter:
-    """Appends whole episodes to a JSONL file, one fsynced line each."""
+    """Appends whole episodes to a JSONL file, one fsynced line each.
+
+    One writer per file at a time, across processes: a writer holds an exclusive lock on the
+    sidecar file ``.NAME.lock`` (``lock_path``) until ``close`` or the end of its process, and a
+    second writer of the same file raises ``UserError`` naming the first one's pid.
+    """
 
     def __init__(self, path: str | Path, mode: str = "a") -> None:
+        if mode not in ("a", "w"):
+            raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if mode == "a" and self.path.exists():
-            _repair_torn_tail(self.path)
-        self._fh = open(self.path, mode + "b")
+        self._lock = _WriterLock(self.path)  # before anything touches the file
+        try:
+            if mode == "a" and self.path.exists() and _repair_torn_tail(self.path):
+                _warn_torn(self.path, None)
+            self._fh = open(self.path, mode + "b")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def write(self, traj: Trajectory) -> None:
         # lone surrogates (undecodable model output) become JSON escapes, so the line stays valid UTF-8
@@ -202,7 +332,10 @@ class TrajectoryWriter:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self):
         return self
@@ -246,7 +379,8 @@ def file_sha256(path: str | Path) -> str:
 
 # -- Hugging Face datasets / Parquet ---------------------------------------
 # Arrow needs one schema per column; free-form dicts (info, env_kwargs,
-# selection, timings, task data) are stored as JSON strings.
+# selection, timings, task data) are stored as JSON strings. A step's ``expert``
+# label has a fixed shape: a struct column (null where a step has none).
 _JSON_STEP_FIELDS = ("info", "selection")
 _JSON_TRAJ_FIELDS = ("env_kwargs", "timings")
 
@@ -287,10 +421,35 @@ def from_dataset(dataset) -> list[Trajectory]:
 
 
 def save_parquet(trajs: Iterable[Trajectory], path: str | Path) -> None:
+    """Write a Parquet file atomically: a temporary file of its own in the same folder, fsynced, renamed."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    to_dataset(trajs).to_parquet(str(tmp))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = to_dataset(trajs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.close(fd)
+        dataset.to_parquet(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_parquet(path: str | Path) -> list[Trajectory]:

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentclone.data import Task
+from agentclone.plugins import UnknownNameError, check_options, create
 
 SPLITS = ("train", "heldout")
 ENV_ID_RE = re.compile(r"^[a-z0-9_.-]+/[A-Za-z0-9_.-]+-v\d+$")
 
 
-class UnknownEnvironmentError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
-        return str(self.args[0])
+#: the old name of the error ``make_env`` raises for an id nothing registered
+UnknownEnvironmentError = UnknownNameError
 
 
 class InvalidAction(Exception):
@@ -48,9 +48,9 @@ class TextEnv(abc.ABC):
     #: Shown to the agent as the system prompt: the task family and the action syntax.
     instructions: str = ""
 
-    def __init__(self, max_steps: int = 30, **kwargs: Any) -> None:
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} got unknown options: {', '.join(sorted(kwargs))}")
+    # No **kwargs: a subclass passes the options it does not know on to here, where an unknown
+    # one is a TypeError, and ``check_env_options`` reads the accepted options off the signatures.
+    def __init__(self, max_steps: int = 30) -> None:
         self.max_steps = max_steps
         self.task: Task | None = None
         self.steps_taken = 0
@@ -129,21 +129,22 @@ class TextEnv(abc.ABC):
         self.close()
 
 
-def make_env(env_id: str, **overrides: Any) -> TextEnv:
-    """Make an environment from its registered id plus keyword overrides."""
-    from agentclone.plugins import get_registry
+def make_env(env_id: str, /, **overrides: Any) -> TextEnv:
+    """Make an environment from its registered id plus keyword overrides.
 
-    registry = get_registry()
-    if env_id not in registry.environments:
-        known = ", ".join(sorted(registry.environments)) or "none (install an environment plugin)"
-        hint = ""
-        if registry.failures:
-            hint = "; plugins that failed to load: " + ", ".join(f.name for f in registry.failures)
-        raise UnknownEnvironmentError(f"unknown environment id {env_id!r}; registered: {known}{hint}")
-    factory = registry.environments[env_id]
-    try:
-        env = factory(**overrides)
-    except TypeError as exc:
-        raise ValueError(f"bad options for {env_id}: {exc}") from None
+    An unknown id raises ``UnknownEnvironmentError`` and a bad option ``OptionError``
+    (both ``agentclone.errors.UserError``), each naming the id and what is allowed.
+    """
+    env = create("environment", env_id, **overrides)
     env.env_id = env_id
     return env
+
+
+def check_env_options(env_id: str, options: dict[str, Any]) -> None:
+    """Check option names and simple types (int, float, str, bool, lists, unions of them) of
+    ``make_env(env_id, **options)`` against the factory's signature and type hints, without
+    making the environment (that can be slow: TextWorld compiles games). Raises the same
+    errors as ``make_env``; values a constructor checks itself (ranges, None where a hint does
+    not allow it) are only checked there.
+    """
+    check_options("environment", env_id, options)

@@ -21,6 +21,47 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test: how likely a split at least this uneven is if neither side is better."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(a: list[Trajectory], b: list[Trajectory]) -> dict | None:
+    """Episodes (by id) solved by ``a`` only and by ``b`` only, with the exact McNemar p."""
+    wins_b = {t.id: t.success for t in b}
+    shared = [t for t in a if t.id in wins_b]
+    if not shared:
+        return None
+    only_this = sum(t.success and not wins_b[t.id] for t in shared)
+    only_reference = sum(wins_b[t.id] and not t.success for t in shared)
+    return {"episodes": len(shared), "only_this": only_this, "only_reference": only_reference,
+            "p_value": mcnemar_exact(only_this, only_reference)}
+
+
+def expert_stats(trajs: list[Trajectory]) -> dict:
+    """With expert labels on the agent's own states: how often the agent did what the expert would have,
+    and the recovery rate (among episodes where the agent left the expert's path, the share that still
+    succeeded). Empty when no step carries a label."""
+    labelled = agree = 0
+    left = recovered = 0
+    for t in trajs:
+        judged = [s.agrees_with_expert for s in t.steps if s.agrees_with_expert is not None]
+        labelled += len(judged)
+        agree += sum(judged)
+        if False in judged:
+            left += 1
+            recovered += t.success
+    if not labelled:
+        return {}
+    return {"expert_agreement": agree / labelled, "labelled_states": labelled,
+            "episodes_off_expert_path": left, "recovered": recovered,
+            "recovery_rate": recovered / left if left else None}
+
+
 def summarize(trajs: list[Trajectory]) -> dict:
     """The numbers a report shows for one policy."""
     n = len(trajs)
@@ -40,6 +81,7 @@ def summarize(trajs: list[Trajectory]) -> dict:
         "mean_steps": steps / n if n else 0.0,
         "invalid_action_rate": invalid / steps if steps else 0.0,
         "errored": sum(t.error is not None for t in trajs),
+        **expert_stats(trajs),
         "by_kind": {
             kind: {
                 "episodes": len(ts),

@@ -1,8 +1,9 @@
 """Every extension point of agentclone, in one place.
 
 A plugin is a module (or object) with functions named like these hooks and
-decorated with ``agentclone.hookimpl``. Each hook receives a ``register``
-callable; the plugin calls it once per thing it adds::
+decorated with ``agentclone.hookimpl`` (undecorated functions are not hooks).
+Each hook receives a ``register`` callable; the plugin calls it once per thing
+it adds::
 
     from agentclone import hookimpl
 
@@ -10,7 +11,9 @@ callable; the plugin calls it once per thing it adds::
     def register_environments(register):
         register("mygame/level-v1", MyGameEnv)
 
-Plugins are found through the entry point group ``agentclone``.
+Plugins are found through the entry point group ``agentclone``; docs/plugins.md
+has a working example of each kind. ``@hookimpl(tryfirst=True)`` makes a hook run
+before the others, so its names win when two plugins register the same one.
 """
 
 import pluggy
@@ -21,12 +24,22 @@ hookimpl = pluggy.HookimplMarker("agentclone")
 
 @hookspec
 def register_environments(register):
-    """Register text environments: ``register(env_id, factory)``; the factory takes keyword overrides."""
+    """Register text environments: ``register(env_id, factory)``; the factory takes keyword options."""
+
+
+@hookspec
+def register_builders(register):
+    """Register data builders: ``register(name, builder_class)`` turning trajectories into a training set."""
 
 
 @hookspec
 def register_trainers(register):
-    """Register data builders: ``register(name, builder_class)`` turning trajectories into a training set."""
+    """Deprecated name of ``register_builders``; registers into the same table, with a warning."""
+
+
+@hookspec
+def register_objectives(register):
+    """Register training objectives: ``register(name, objective_class)`` (a TRL config and its trainer)."""
 
 
 @hookspec

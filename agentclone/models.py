@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from agentclone.errors import UserError
+
 # ChatML with {% generation %} markers around each assistant message's content
 # and its end-of-turn token, so TRL's assistant_only_loss can find the spans.
 # Rendered text is identical to SmolLM2's own template.
@@ -38,7 +40,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERTED_MARKER = "agentclone-converted.json"
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(UserError, RuntimeError):
     """A model name that is neither an alias, a local directory nor loadable."""
 
 
@@ -106,8 +108,10 @@ def resolve_model(name: str, log=None) -> str:
     """Turn a model name into something ``from_pretrained`` loads offline.
 
     Registered aliases resolve through their plugin (the embedded default is
-    converted on first use); an existing directory is returned as is; anything
-    else is passed through as a hub id.
+    converted on first use); an existing directory is returned as is; a hub id
+    (``org/name``) already in the local Hugging Face cache is passed through.
+    Anything else raises ``ModelNotFoundError`` naming the value and the aliases,
+    before transformers would try (and fail) to reach the hub.
     """
     from agentclone.plugins import get_registry
 
@@ -115,9 +119,35 @@ def resolve_model(name: str, log=None) -> str:
     aliases = get_registry().models
     if name in aliases:
         return str(aliases[name](log=log))
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    return name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    known = ", ".join(sorted(aliases)) or "none"
+    if _looks_like_path(name) or path.exists():
+        what = "is a file, not a model directory" if path.exists() else "no such directory"
+        raise ModelNotFoundError(f"model {name!r}: {what}; pass a model directory or a registered alias ({known})")
+    if _in_hub_cache(name):
+        return name
+    raise ModelNotFoundError(
+        f"model {name!r} is not a registered alias ({known}), not an existing directory, and not in the "
+        "local Hugging Face cache; this machine is offline (nothing is downloaded), so pass an alias or a "
+        "model directory"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    """``./m``, ``~/m``, ``/abs/m``, ``runs/x/model``: a directory, not a hub id (``org/name``)."""
+    return name.startswith((".", "~", os.sep)) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub id's config is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # not a valid repo id
+        return False
 
 
 def smollm2_135m(log=print) -> Path:

@@ -14,13 +14,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentclone.training import TrainSettings
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _renamed_trainer_key(data: Any, where: str) -> Any:
+    """``trainer:`` was the old name of ``builder:`` (it names a data builder, not the optimiser)."""
+    if isinstance(data, dict) and "trainer" in data:
+        import warnings
+
+        if "builder" in data:
+            raise ValueError(f"{where}: both 'builder' and its old name 'trainer' are set; keep 'builder'")
+        warnings.warn(f"{where}: the key 'trainer:' is now 'builder:' (a data builder); rename it", FutureWarning,
+                      stacklevel=2)
+        data = dict(data)
+        data["builder"] = data.pop("trainer")
+    return data
 
 
 class EnvSpec(_Strict):
@@ -45,18 +59,36 @@ class CollectSpec(_Strict):
     policy: str = Field("expert", description="policy backend: expert, hf, ...")
     split: Literal["train", "heldout"] = "train"
     episodes: int | None = Field(None, description="episodes to run; None = every task of the split once")
-    only_successful: bool = Field(False, description="keep only successful episodes in the output file")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     adapter: str | None = Field(None, description="model policies: a LoRA adapter to collect with")
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec, description="model policies: sampling (temperature > 0 for varied rollouts)"
     )
     backend_options: dict[str, Any] = Field(default_factory=dict, description="model policies: the backend's own options")
+    expert_labels: bool = Field(
+        False, description="model policies: ask the environment's expert at every state the policy visits what it "
+        "would do, and store it with the step (LEAP / DAgger and preference pairs need it)",
+    )
+    expert_beta: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="with expert_labels: the expert takes each step with this probability (DAgger's beta mixing)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "only_successful" in data:
+            raise ValueError("collect.only_successful was removed (it never filtered anything); the builder "
+                             "decides what to train on: builder.options.only_successful")
+        return data
 
 
-class TrainerSpec(_Strict):
-    name: str = Field("bc", description="registered trainer (data builder): bc, ...")
-    options: dict[str, Any] = Field(default_factory=dict, description="the trainer's own options")
+class BuilderSpec(_Strict):
+    name: str = Field("bc", description="registered data builder: bc, critical, reflection, leap, ...")
+    options: dict[str, Any] = Field(default_factory=dict, description="the builder's own options")
+
+
+TrainerSpec = BuilderSpec  # the old name
 
 
 class EvalSpec(_Strict):
@@ -69,22 +101,41 @@ class EvalSpec(_Strict):
     )
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    expert_labels: bool = Field(
+        False, description="label every state the evaluated policy visits with the expert's action: the report "
+        "gives the agreement with the expert on the agent's own states",
+    )
+
+
+class RoundsSpec(_Strict):
+    count: int = Field(2, ge=1, description="rounds of collect (current policy), build, train, evaluate")
+    start_adapter: str | None = Field(None, description="the round-1 policy, e.g. a behaviour-cloning adapter; None: the base model")
+    start_from: str | None = Field(
+        None, description="in variants: start from the adapter of this (earlier, non-round) variant instead of start_adapter"
+    )
+    collect_episodes: int | None = Field(None, description="training-task rollouts of the current policy per round; None: every task once")
+    collect: CollectSpec | None = Field(
+        None, description="how each round collects (a model policy, sampling, expert_labels); None: the recipe's collect"
+    )
+    train_from: Literal["previous", "start"] = Field(
+        "previous", description="each round continues the previous round's adapter, or retrains from the start policy"
+    )
+    baseline: BuilderSpec | None = Field(
+        default_factory=lambda: BuilderSpec(name="bc"),
+        description="continue this builder on expert demonstrations for the same training tokens each round (None: no baseline)",
+    )
 
 
 class VariantSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="variant name, also its folder DIR/variants/<name>")
-    trainer: TrainerSpec = Field(description="the trainer (data builder) of this variant")
+    builder: BuilderSpec = Field(description="the data builder of this variant")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the recipe's train settings")
+    rounds: RoundsSpec | None = Field(None, description="run this variant in rounds (e.g. LEAP after a BC variant)")
 
-
-class RoundsSpec(_Strict):
-    count: int = Field(2, ge=1, description="rounds of collect (current policy, sampling), build, train, evaluate")
-    start_adapter: str | None = Field(None, description="the round-1 policy, e.g. a behaviour-cloning adapter; None: the base model")
-    collect_episodes: int | None = Field(None, description="training-task rollouts of the current policy per round; None: every task once")
-    baseline: TrainerSpec | None = Field(
-        default_factory=lambda: TrainerSpec(name="bc"),
-        description="continue this trainer on expert demonstrations for the same training tokens each round (None: no baseline)",
-    )
+    @model_validator(mode="before")
+    @classmethod
+    def _old_key(cls, data: Any) -> Any:
+        return _renamed_trainer_key(data, "variants")
 
 
 class Recipe(_Strict):
@@ -96,7 +147,7 @@ class Recipe(_Strict):
     model: str = Field("smollm2-135m", description="model alias, local directory or hub id")
     format: Literal["thought-action", "action"] = Field("thought-action", description="how the agent answers")
     collect: CollectSpec = Field(default_factory=CollectSpec)
-    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    builder: BuilderSpec = Field(default_factory=BuilderSpec, description="the data builder: trajectories -> training samples")
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     stages: list[Literal["collect", "build", "train", "eval"]] = Field(
@@ -105,11 +156,16 @@ class Recipe(_Strict):
     variants: list[VariantSpec] = Field(
         default_factory=list,
         description="a comparison: collect and evaluate the base once, then build, train and evaluate each "
-        "variant on the same data and seeds (the recipe's trainer is not used)",
+        "variant on the same data and seeds (the recipe's builder is not used)",
     )
     rounds: RoundsSpec | None = Field(
-        None, description="iterative self-training (agentclone.iterate): each round's adapter is the next round's policy"
+        None, description="iterative training (agentclone.rounds): each round's adapter is the next round's policy"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_key(cls, data: Any) -> Any:
+        return _renamed_trainer_key(data, "recipe")
 
 
 class RecipeError(ValueError):
@@ -206,10 +262,60 @@ def validate_recipe(data: dict, source: str = "<recipe>") -> Recipe:
             raise RecipeError(
                 f"{source}: {dotted}: unknown key; allowed keys here: {', '.join(allowed)}{more}"
             ) from None
-        raise RecipeError(f"{source}: {dotted}: {err['msg']} (got {err.get('input')!r}){more}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error":
+            raise RecipeError(f"{source}: {dotted}: {msg}{more}") from None
+        raise RecipeError(f"{source}: {dotted}: {msg} (got {err.get('input')!r}){more}") from None
     _check_plugins(recipe, source)
+    _check_builder(recipe.builder, recipe.train, f"{source}: builder", f"{source}: train")
     _check_variants(recipe, source)
+    _check_rounds(recipe, source)
     return recipe
+
+
+def _check_builder(spec: BuilderSpec, train: TrainSettings, where: str, train_where: str) -> None:
+    """The builder exists and takes its options; the objective exists, takes the builder's samples and
+    its TRL config accepts the train settings."""
+    from agentclone.builders.base import make_builder
+    from agentclone.errors import UserError
+    from agentclone.objectives import make_objective
+    from agentclone.training import check_train_settings
+
+    try:
+        builder = make_builder(spec.name, spec.options)
+    except (KeyError, ValueError, UserError) as exc:
+        raise RecipeError(f"{where}: {str(exc).strip(chr(34) + chr(39))}") from None
+    try:
+        objective = make_objective(train.objective)
+        check_train_settings(train)
+    except UserError as exc:
+        raise RecipeError(f"{train_where}: {exc}") from None
+    if builder.sample_kind not in objective.accepts:
+        raise RecipeError(
+            f"{where}: the {spec.name} builder makes {builder.sample_kind} samples, but the objective "
+            f"{objective.name!r} (train.objective) trains on {', '.join(objective.accepts)}"
+        )
+
+
+def _check_rounds(recipe: Recipe, source: str) -> None:
+    names = [v.name for v in recipe.variants]
+    for i, variant in enumerate(recipe.variants):
+        r = variant.rounds
+        if r is not None and r.start_from is not None:
+            earlier = [v.name for v in recipe.variants[:i] if v.rounds is None]
+            if r.start_from not in earlier:
+                raise RecipeError(f"{source}: variants.{i}.rounds.start_from: {r.start_from!r} is not an earlier "
+                                  f"variant without rounds (earlier: {', '.join(earlier) or 'none'})")
+    if recipe.rounds is not None and recipe.rounds.start_from is not None:
+        raise RecipeError(f"{source}: rounds.start_from names a variant ({recipe.rounds.start_from!r}); it only "
+                          f"applies inside variants ({', '.join(names) or 'none here'}); use rounds.start_adapter")
+    for where, spec in [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds)
+                                                      for i, v in enumerate(recipe.variants)]:
+        if spec is None:
+            continue
+        collect = spec.collect or recipe.collect
+        if collect.expert_beta > 0 and not collect.expert_labels:
+            raise RecipeError(f"{source}: {where}.collect.expert_beta needs expert_labels: true")
 
 
 def variant_train_settings(recipe: Recipe, variant: VariantSpec) -> TrainSettings:
@@ -218,9 +324,7 @@ def variant_train_settings(recipe: Recipe, variant: VariantSpec) -> TrainSetting
 
 
 def _check_variants(recipe: Recipe, source: str) -> None:
-    """Each variant: a unique name, a registered trainer with valid options, valid train overrides."""
-    from agentclone.trainers.base import make_builder
-
+    """Each variant: a unique name, a registered builder with valid options, valid train overrides."""
     seen: set[str] = set()
     for i, variant in enumerate(recipe.variants):
         where = f"{source}: variants.{i}"
@@ -228,15 +332,12 @@ def _check_variants(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"{where}.name: variant {variant.name!r} appears twice; names must be unique")
         seen.add(variant.name)
         try:
-            make_builder(variant.trainer.name, variant.trainer.options)
-        except (KeyError, ValueError) as exc:
-            raise RecipeError(f"{where}.trainer ({variant.name}): {str(exc).strip(chr(34) + chr(39))}") from None
-        try:
-            variant_train_settings(recipe, variant)
+            settings = variant_train_settings(recipe, variant)
         except ValidationError as exc:
             err = exc.errors()[0]
             dotted = ".".join(str(p) for p in err["loc"])
             raise RecipeError(f"{where}.train.{dotted} ({variant.name}): {err['msg']} (got {err.get('input')!r})") from None
+        _check_builder(variant.builder, settings, f"{where}.builder ({variant.name})", f"{where}.train ({variant.name})")
 
 
 def _check_plugins(recipe: Recipe, source: str) -> None:
@@ -248,11 +349,22 @@ def _check_plugins(recipe: Recipe, source: str) -> None:
             f"{source}: env.id: unknown environment {recipe.env.id!r}; registered: "
             f"{', '.join(sorted(reg.environments)) or 'none (install an environment plugin)'}"
         )
-    if recipe.trainer.name not in reg.trainers:
-        raise RecipeError(
-            f"{source}: trainer.name: unknown trainer {recipe.trainer.name!r}; registered: {', '.join(sorted(reg.trainers))}"
-        )
-    for where, backend in (("collect.policy", recipe.collect.policy), ("eval.backend", recipe.eval.backend)):
+    try:
+        from agentclone.envs import check_env_options
+    except ImportError:  # pragma: no cover
+        check_env_options = None
+    if check_env_options is not None:
+        from agentclone.errors import UserError
+
+        try:
+            check_env_options(recipe.env.id, recipe.env.kwargs)
+        except UserError as exc:
+            raise RecipeError(f"{source}: env.kwargs: {exc}") from None
+    backends = [("collect.policy", recipe.collect.policy), ("eval.backend", recipe.eval.backend)]
+    backends += [(f"{w}.collect.policy", r.collect.policy) for w, r in
+                 [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds) for i, v in enumerate(recipe.variants)]
+                 if r is not None and r.collect is not None]
+    for where, backend in backends:
         if backend not in reg.policy_backends:
             raise RecipeError(
                 f"{source}: {where}: unknown policy backend {backend!r}; registered: {', '.join(sorted(reg.policy_backends))}"

@@ -3,7 +3,19 @@
 Each concurrent slot owns one environment instance. At every step the prompt
 of every live episode goes into one ``policy.act`` call; each trajectory is
 appended to the output file the moment its episode ends, so a killed run keeps
-everything finished and a rerun skips the episodes already written.
+everything finished and a rerun skips the episodes already written (and runs
+again those whose record ended in an error: the new record is appended, and
+``agentclone.data.latest_per_id`` keeps the newest record of each episode).
+
+A failure is its episode's alone: an environment that crashes or hangs, or a
+policy that fails on a request (a batch that fails is retried one request at a
+time), ends that episode with ``Trajectory.error`` set; the others go on.
+
+With ``RolloutSettings.expert_labels`` the environment's privileged expert labels
+every state the agent reaches with the action it would take there
+(``Step.expert``), for DAgger-style training on the agent's own states; with
+``expert_beta`` the expert's action is executed instead of the agent's with that
+probability at each step (drawn per episode seed and step, so reruns agree).
 """
 
 from __future__ import annotations
@@ -16,9 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from agentclone.data import Step, Task, Trajectory, TrajectoryWriter, iter_trajectories
-from agentclone.envs import TextEnv
-from agentclone.policies.base import Policy, PolicyRequest
+from agentclone.data import (
+    ExpertLabel,
+    Step,
+    Task,
+    Trajectory,
+    TrajectoryWriter,
+    iter_trajectories,
+    latest_per_id,
+)
+from agentclone.envs import ExpertAction, TextEnv
+from agentclone.policies.base import Policy, PolicyRequest, derive_seed
 from agentclone.prompting import ParseError, build_prompt
 
 
@@ -58,6 +78,33 @@ class RolloutSettings:
     max_observation_chars: int = 4000
     #: raw model answers kept in trajectories are cut to this length
     max_answer_chars: int = 2000
+    #: label every state of a (non-expert) policy's episode with the environment expert's action
+    #: there (``Step.expert``), asked before the agent's action is executed
+    expert_labels: bool = False
+    #: with ``expert_labels``: the probability that the expert's action is executed instead of the
+    #: agent's at a step (DAgger's beta); drawn from ``random.Random(f"{episode.seed}:{step}")``
+    expert_beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError for settings that contradict each other (run_rollouts checks again)."""
+        if not 0.0 <= self.expert_beta <= 1.0:
+            raise ValueError(f"expert_beta must be between 0 and 1, got {self.expert_beta}")
+        if self.expert_beta > 0 and not self.expert_labels:
+            raise ValueError("expert_beta needs expert_labels: the expert's action is executed from its label")
+
+
+def step_seed(episode_seed: int, step_index: int) -> int:
+    """The sampling seed of an episode's answer at ``step_index`` (``PolicyRequest.seed``): the same in a
+    resumed, sharded or uninterrupted collection, and different for every episode and step."""
+    return derive_seed(episode_seed, step_index)
+
+
+def expert_turn(episode_seed: int, step_index: int, beta: float) -> bool:
+    """Does the expert act at this step (probability ``beta``, fixed per episode seed and step)?"""
+    return beta > 0 and random.Random(f"{episode_seed}:{step_index}").random() < beta
 
 
 class StepTimeout(TimeoutError):
@@ -121,6 +168,9 @@ class RolloutResult:
     wall_s: float = 0.0
     env_s: float = 0.0
     policy_s: float = 0.0
+    expert_labels: int = 0  # states labelled with the expert's action (expert_labels)
+    expert_label_errors: int = 0  # states where the expert failed or timed out (labelled with the error)
+    expert_steps: int = 0  # steps where the expert's action was executed (expert_beta)
 
     @property
     def success_rate(self) -> float:
@@ -128,10 +178,12 @@ class RolloutResult:
 
 
 def completed_ids(path: str | Path) -> set[str]:
+    """Episode ids whose newest record in ``path`` ended without an error: a rerun skips them, and runs
+    again every episode whose record holds an error (a crash, a hang, a failed model call)."""
     path = Path(path)
     if not path.exists():
         return set()
-    return {t.id for t in iter_trajectories(path)}
+    return {t.id for t in latest_per_id(iter_trajectories(path)) if t.error is None}
 
 
 def run_rollouts(
@@ -147,12 +199,20 @@ def run_rollouts(
 ) -> RolloutResult:
     """Run ``episodes`` with ``policy``; append each finished trajectory to ``output``."""
     settings = settings or RolloutSettings()
+    settings.check()
+    labelling = settings.expert_labels and not policy.needs_env  # the expert needs no labels of its own
     episodes = list(episodes)
     result = RolloutResult()
-    done_ids = completed_ids(output) if output else set()
+    # the writer locks the file first: a second process collecting into it stops here, before reading it
+    writer = TrajectoryWriter(output) if output else None
+    try:
+        done_ids = completed_ids(output) if output else set()
+    except BaseException:
+        if writer:
+            writer.close()
+        raise
     todo = [e for e in episodes if e.id not in done_ids]
     result.skipped = len(episodes) - len(todo)
-    writer = TrajectoryWriter(output) if output else None
     envs: list[TextEnv] = []
     live: list[_Live] = []
     queue = list(reversed(todo))
@@ -231,27 +291,17 @@ def run_rollouts(
                     ),
                     env=s.env if policy.needs_env else None,
                     episode_id=s.episode.id,
+                    seed=step_seed(s.episode.seed, len(s.traj.steps)),
                 )
                 for s in live
             ]
             t0 = time.perf_counter()
-            try:
-                answers = policy.act(requests)
-            except Exception as exc:
-                if policy.needs_env and len(live) > 1:
-                    # find the episode whose privileged expert failed; isolate it
-                    answers = []
-                    for req in requests:
-                        try:
-                            answers.append(policy.act([req])[0])
-                        except Exception as inner:
-                            answers.append(inner)
-                else:
-                    raise RuntimeError(f"the policy failed: {type(exc).__name__}: {exc}") from exc
+            answers = _act_isolated(policy, requests)
             share = (time.perf_counter() - t0) / len(live)
             for slot in live:
                 slot.policy_s += share
-            outcomes = _advance_all(live, answers, policy, settings)
+            labels = _expert_labels(live, answers, settings, result) if labelling else [None] * len(live)
+            outcomes = _advance_all(live, answers, labels, policy, settings, result)
             still: list[_Live] = []
             for slot, (ended, error) in zip(live, outcomes):
                 if not ended:
@@ -276,44 +326,114 @@ def run_rollouts(
     return result
 
 
+def _act_isolated(policy: Policy, requests: list[PolicyRequest]) -> list:
+    """The policy's answers; where it fails, the exception in place of the answer.
+
+    A batch that fails (or answers the wrong number of texts) is retried one request at a time, so
+    a request the model cannot answer (too long a prompt, a server's refusal, the expert failing in
+    one state) errors its own episode only.
+    """
+    try:
+        answers = list(policy.act(requests))
+        if len(answers) != len(requests):
+            raise RuntimeError(f"the policy gave {len(answers)} answers to {len(requests)} requests")
+        return answers
+    except Exception as exc:
+        if len(requests) == 1:
+            return [exc]
+    answers = []
+    for request in requests:
+        try:
+            one = list(policy.act([request]))
+            if len(one) != 1:
+                raise RuntimeError(f"the policy gave {len(one)} answers to 1 request")
+            answers.append(one[0])
+        except Exception as exc:
+            answers.append(exc)
+    return answers
+
+
+def _expert_labels(live: list[_Live], answers: list, settings: RolloutSettings,
+                   result: RolloutResult) -> list[ExpertLabel | None]:
+    """Ask each live episode's expert for its action from the current state (before the agent's action
+    is executed), all environments at once; a failure or a timeout becomes the label's ``error``."""
+    calls = [
+        (lambda a=answer: None) if isinstance(answer, BaseException) else (lambda env=slot.env: env.expert_action())
+        for slot, answer in zip(live, answers)
+    ]
+    t0 = time.perf_counter()
+    moves = _run_threads(calls, settings.step_timeout_s)
+    share = (time.perf_counter() - t0) / max(1, len(live))
+    labels: list[ExpertLabel | None] = []
+    for slot, answer, move in zip(live, answers, moves):
+        slot.env_s += share
+        if isinstance(answer, BaseException):  # the episode ends on the policy's failure: no state to label
+            labels.append(None)
+        elif isinstance(move, BaseException):
+            labels.append(ExpertLabel(error=f"{type(move).__name__}: {move}"[:500]))
+            result.expert_label_errors += 1
+        elif not isinstance(move, ExpertAction) or not isinstance(move.action, str) or not move.action.strip():
+            labels.append(ExpertLabel(error=f"the expert gave no action ({move!r})"[:500]))
+            result.expert_label_errors += 1
+        else:
+            labels.append(ExpertLabel(action=move.action, thought=move.thought))
+            result.expert_labels += 1
+    return labels
+
+
 def _advance_all(
-    live: list[_Live], answers: list, policy: Policy, settings: RolloutSettings
+    live: list[_Live], answers: list, labels: list[ExpertLabel | None], policy: Policy, settings: RolloutSettings,
+    result: RolloutResult,
 ) -> list[tuple[bool, str | None]]:
     """Parse every answer, step every environment at once, record the steps; (ended, error) per slot."""
-    parsed: list[tuple[str | None, str, str | None]] = []  # thought, action, parse error
+    parsed: list[tuple[str | None, str, str | None, bool]] = []  # thought, action, parse error, by the expert
     calls = []
-    for slot, answer in zip(live, answers):
+    for slot, answer, label in zip(live, answers, labels):
         if isinstance(answer, BaseException):
-            parsed.append((None, "", None))
+            parsed.append((None, "", None, False))
             calls.append(lambda a=answer: a)
+            continue
+        if (
+            label is not None
+            and label.action is not None
+            and expert_turn(slot.episode.seed, len(slot.traj.steps), settings.expert_beta)
+        ):
+            parsed.append((label.thought, label.action, None, True))
+            calls.append(lambda env=slot.env, a=label.action: env.step(a))
             continue
         try:
             thought, action = policy.fmt.parse(answer)
-            parsed.append((thought, action, None))
+            parsed.append((thought, action, None, False))
             calls.append(lambda env=slot.env, a=action: env.step(a))
         except ParseError as exc:
-            parsed.append((None, "", str(exc)))
+            parsed.append((None, "", str(exc), False))
             calls.append(lambda env=slot.env, r=str(exc): env.reject(r))
     t0 = time.perf_counter()
     results = _run_threads(calls, settings.step_timeout_s)
     env_share = (time.perf_counter() - t0) / max(1, len(live))
     outcomes = []
-    for slot, answer, (thought, action, _), result in zip(live, answers, parsed, results):
+    for slot, answer, label, (thought, action, _, by_expert), step in zip(live, answers, labels, parsed, results):
         slot.env_s += env_share
         if isinstance(answer, BaseException):
             outcomes.append((True, f"policy failed: {type(answer).__name__}: {answer}"))
             continue
-        if isinstance(result, BaseException):
-            detail = "".join(traceback.format_exception(result, limit=-3)) if not isinstance(result, StepTimeout) else ""
-            outcomes.append((True, f"environment failed: {type(result).__name__}: {result}\n{detail}".strip()))
+        if isinstance(step, BaseException):
+            detail = "".join(traceback.format_exception(step, limit=-3)) if not isinstance(step, StepTimeout) else ""
+            outcomes.append((True, f"environment failed: {type(step).__name__}: {step}\n{detail}".strip()))
             continue
-        outcomes.append(_record(slot, answer, thought, action, result, policy, settings))
+        if by_expert:
+            result.expert_steps += 1
+        outcomes.append(_record(slot, None if by_expert else answer, thought, action, step, policy, settings,
+                                label, by_expert))
     return outcomes
 
 
-def _record(slot: _Live, answer: str, thought: str | None, action: str, result: tuple, policy: Policy,
-            settings: RolloutSettings) -> tuple[bool, str | None]:
+def _record(slot: _Live, answer: str | None, thought: str | None, action: str, result: tuple, policy: Policy,
+            settings: RolloutSettings, label: ExpertLabel | None = None,
+            by_expert: bool = False) -> tuple[bool, str | None]:
     obs, reward, terminated, truncated, info = result
+    if by_expert:
+        info = {**info, "actor": "expert"}
     traj = slot.traj
     invalid = bool(info.get("invalid"))
     slot.invalid_run = slot.invalid_run + 1 if invalid else 0
@@ -329,12 +449,13 @@ def _record(slot: _Live, answer: str, thought: str | None, action: str, result: 
             observation=slot.observation,
             thought=thought,
             action=action,
-            raw_output=None if policy.needs_env else truncate_text(answer, settings.max_answer_chars),
+            raw_output=None if policy.needs_env or answer is None else truncate_text(answer, settings.max_answer_chars),
             reward=reward,
             terminated=terminated,
             truncated=truncated,
             invalid=invalid,
             info=info,
+            expert=label,
         )
     )
     traj.return_ += reward

@@ -1,7 +1,12 @@
-"""LoRA fine-tuning with TRL's SFTTrainer on trajectories.
+"""LoRA fine-tuning through a training objective (``agentclone.objectives``: TRL's SFT today).
 
-One training sample per trajectory (never one per step): the whole episode is
-one conversation, and loss lies exactly on the assistant turns whose step has
+What every objective shares lives here: the model and LoRA, the settings every TRL
+config has, resume from checkpoints, an exponential moving average of the LoRA weights,
+the data hash and the adapter's save (a manifest of file hashes written last, so a
+half-written adapter is never taken for a complete one).
+
+For SFT, one training sample per trajectory (never one per step): the whole episode
+is one conversation, and loss lies exactly on the assistant turns whose step has
 ``loss=True`` (the end-of-turn token included). Cost grows linearly with the
 trajectory's length.
 """
@@ -56,6 +61,17 @@ class TrainSettings(BaseModel):
     logging_steps: int = Field(5)
     save_steps: int = Field(50, description="checkpoint every N steps (for resume)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    objective: str = Field("sft", description="registered training objective: sft, ...")
+    ema_decay: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="exponential moving average of the LoRA weights with this decay (e.g. 0.9); the "
+        "average is what is saved and evaluated. None: the last iterate",
+    )
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other field of the objective's TRL config (e.g. optim, max_grad_norm, packing), "
+        "checked by building the config when the recipe is loaded",
+    )
 
 
 def tokenize_trajectories(trajs: list[Trajectory], tokenizer, fmt: ActionFormat, max_length: int | None = None):
@@ -92,7 +108,9 @@ def tokenize_trajectories(trajs: list[Trajectory], tokenizer, fmt: ActionFormat,
                 continue
         rows.append({"input_ids": ids, "assistant_masks": mask, "id": traj.id})
     if not rows:
-        raise ValueError("no training samples: every trajectory was dropped or carried no loss")
+        from agentclone.errors import UserError
+
+        raise UserError("no training samples: every trajectory was dropped or carried no loss")
     return Dataset.from_list(rows)
 
 
@@ -122,62 +140,11 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def train_lora(
-    trajs: list[Trajectory],
-    model: str,
-    output_dir: str | Path,
-    settings: TrainSettings | None = None,
-    fmt: ActionFormat | None = None,
-    recipe: dict | None = None,
-    progress: bool = True,
-    init_adapter: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train a LoRA adapter on ``trajs`` and save it in ``output_dir``; return the metrics.
-
-    ``output_dir`` ends up holding the adapter, the tokenizer, ``agentclone.json``
-    (recipe, data hash, metrics) and ``checkpoints/`` (for resume). A rerun with
-    checkpoints present resumes from the last one.
-    """
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
-
-    from agentclone.models import load_tokenizer, resolve_model
-
-    settings = settings or TrainSettings()
-    fmt = fmt or ActionFormat()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(model)
-    tokenizer = load_tokenizer(path)
-    dataset = tokenize_trajectories(trajs, tokenizer, fmt, settings.max_length)
-    gpu = _on_gpu()
-    precision = settings.precision
-    if precision == "auto":
-        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
-    grad_ckpt = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else gpu
-
-    model_obj = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32
-    )
-    lora = LoraConfig(
-        r=settings.lora.r,
-        lora_alpha=settings.lora.alpha,
-        lora_dropout=settings.lora.dropout,
-        target_modules=settings.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    if init_adapter is not None:  # continue training an existing adapter (e.g. the last round's)
-        from peft import PeftModel
-
-        if not (Path(init_adapter) / "adapter_config.json").exists():
-            raise FileNotFoundError(f"no LoRA adapter at {init_adapter} (adapter_config.json missing)")
-        model_obj = PeftModel.from_pretrained(model_obj, str(init_adapter), is_trainable=True)
-        lora = None
-    ckpt_dir = output_dir / "checkpoints"
-    config = SFTConfig(
-        output_dir=str(ckpt_dir),
+def _common_config_fields(settings: TrainSettings, precision: str, grad_ckpt: bool, gpu: bool, progress: bool,
+                          output_dir: str) -> dict[str, Any]:
+    """The fields every TRL config (a ``TrainingArguments``) has, from the shared settings."""
+    return dict(
+        output_dir=output_dir,
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps if settings.max_steps is not None else -1,
@@ -190,9 +157,6 @@ def train_lora(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=grad_ckpt,
-        # TRL refuses max_length with padding_free (it would not truncate); the rows are already cut to it
-        max_length=None if settings.padding_free else settings.max_length,
-        padding_free=settings.padding_free,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         logging_steps=settings.logging_steps,
         save_strategy="steps",
@@ -203,22 +167,197 @@ def train_lora(
         use_cpu=not gpu,
         dataloader_pin_memory=gpu,
     )
-    trainer = SFTTrainer(
-        model=model_obj,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
+
+
+def build_trl_config(objective, settings: TrainSettings, output_dir: str, precision: str = "fp32",
+                     grad_ckpt: bool = False, gpu: bool = False, progress: bool = True):
+    """The objective's TRL config from the shared settings plus ``settings.trl``.
+
+    A ``trl`` key that is no field of the config, or one the shared settings already set, is a
+    ``UserError`` naming it: the same check runs when a recipe is loaded.
+    """
+    import dataclasses
+
+    from agentclone.errors import UserError
+
+    cls = objective.config_class()
+    fields = _common_config_fields(settings, precision, grad_ckpt, gpu, progress, output_dir)
+    fields.update(objective.config_fields(settings))
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in settings.trl:
+        if key in fields:
+            raise UserError(f"train.trl.{key}: set by agentclone's own train settings; use those instead "
+                            "(train.learning_rate, train.epochs, train.batch_size, ...)")
+        if key not in known:
+            raise UserError(f"train.trl.{key}: not a field of {cls.__name__} (objective {objective.name!r}); "
+                            "see TRL's documentation of that config for the allowed fields")
+    try:
+        return cls(**fields, **settings.trl)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"train.trl: {cls.__name__} refused the settings: {exc}") from None
+
+
+def check_train_settings(settings: TrainSettings) -> None:
+    """Everything about ``settings`` that can be checked before any work: the objective exists and its
+    TRL config accepts every setting. Raises ``UserError``."""
+    import tempfile
+
+    from agentclone.objectives import make_objective
+
+    objective = make_objective(settings.objective)
+    with tempfile.TemporaryDirectory() as tmp:
+        build_trl_config(objective, settings, tmp)
+
+
+class _WeightAverage:
+    """An exponential moving average of the trainable (LoRA) weights, kept in checkpoints for resume.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average does
+    not stay anchored at the initial weights during short runs.
+    """
+
+    FILE = "ema.pt"
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.shadow: dict | None = None
+        self.updates = 0
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        average = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                if average.shadow is None:
+                    average.start(model)
+
+            def on_step_end(self, args, state, control, model=None, **kw):
+                average.update(model)
+
+            def on_save(self, args, state, control, **kw):
+                average.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+        return Callback()
+
+    @staticmethod
+    def _params(model):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def start(self, model) -> None:
+        self.shadow = {n: p.detach().clone() for n, p in self._params(model).items()}
+
+    def update(self, model) -> None:
+        import torch
+
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for n, p in self._params(model).items():
+                self.shadow[n].mul_(decay).add_(p.detach(), alpha=1 - decay)
+        self.updates += 1
+
+    def save(self, ckpt: Path) -> None:
+        import torch
+
+        if self.shadow is not None and ckpt.is_dir():
+            torch.save({"shadow": self.shadow, "updates": self.updates}, ckpt / self.FILE)
+
+    def load(self, ckpt: Path) -> bool:
+        import torch
+
+        f = ckpt / self.FILE
+        if not f.exists():
+            return False
+        state = torch.load(f, map_location="cpu")
+        self.shadow, self.updates = state["shadow"], state["updates"]
+        return True
+
+    def copy_to(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for n, p in self._params(model).items():
+                p.copy_(self.shadow[n].to(p.device, p.dtype))
+
+
+def train_lora(
+    trajs: list,
+    model: str,
+    output_dir: str | Path,
+    settings: TrainSettings | None = None,
+    fmt: ActionFormat | None = None,
+    recipe: dict | None = None,
+    progress: bool = True,
+    init_adapter: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on ``trajs`` (the builder's samples) with ``settings.objective``; save it in
+    ``output_dir``; return the metrics.
+
+    ``output_dir`` ends up holding the adapter, the tokenizer, ``agentclone.json``
+    (recipe, data hash, metrics, the adapter files' hashes) and ``checkpoints/`` (for resume).
+    A rerun with checkpoints present resumes from the last one.
+    """
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from agentclone.models import load_tokenizer, resolve_model
+    from agentclone.objectives import make_objective
+
+    settings = settings or TrainSettings()
+    fmt = fmt or ActionFormat()
+    objective = make_objective(settings.objective)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = resolve_model(model)
+    tokenizer = load_tokenizer(path)
+    dataset = objective.dataset(trajs, tokenizer, fmt, settings.max_length)
+    if len(dataset) == 0:
+        from agentclone.errors import UserError
+
+        raise UserError("no training samples: every sample was dropped or carried no loss")
+    gpu = _on_gpu()
+    precision = settings.precision
+    if precision == "auto":
+        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
+    grad_ckpt = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else gpu
+    ckpt_dir = output_dir / "checkpoints"
+    config = build_trl_config(objective, settings, str(ckpt_dir), precision, grad_ckpt, gpu, progress)
+
+    model_obj = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.bfloat16 if precision == "bf16" else torch.float32
     )
+    lora = LoraConfig(
+        r=settings.lora.r,
+        lora_alpha=settings.lora.alpha,
+        lora_dropout=settings.lora.dropout,
+        target_modules=settings.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    if init_adapter is not None and not (Path(init_adapter) / "adapter_config.json").exists():
+        from agentclone.errors import UserError
+
+        raise UserError(f"no LoRA adapter at {init_adapter} (adapter_config.json missing)")
+    model_obj, lora = objective.policy_model(model_obj, init_adapter, lora)
+    trainer = objective.trainer(model_obj, config, dataset, tokenizer, lora)
     resume = _last_checkpoint(ckpt_dir)
+    average = None
+    if settings.ema_decay is not None:
+        average = _WeightAverage(settings.ema_decay)
+        if resume is not None:
+            average.load(resume)
+        trainer.add_callback(average.callback())
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - t0
-    tokens = sum(len(x) for x in dataset["input_ids"])
-    loss_tokens = sum(sum(x) for x in dataset["assistant_masks"])
+    if average is not None and average.shadow is not None:
+        average.copy_to(trainer.model)  # the average is what is saved and evaluated
+    tokens, loss_tokens = objective.dataset_tokens(dataset)
     steps_done = out.global_step
     epochs_done = out.metrics.get("epoch", settings.epochs)
     metrics = {
+        "objective": objective.name,
         "train_loss": out.training_loss,
         "global_step": steps_done,
         "epochs": epochs_done,
@@ -230,10 +369,10 @@ def train_lora(
         "train_tokens_per_s": round(tokens * (epochs_done or 0) / wall, 2) if wall > 0 else None,
         "resumed_from": str(resume) if resume else None,
         "precision": precision,
+        "ema_decay": settings.ema_decay,
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
-        _save_adapter(trainer, tokenizer, output_dir)
         meta = {
             "base_model": model,
             "base_model_path": path,
@@ -244,20 +383,38 @@ def train_lora(
             "recipe": recipe,
             "metrics": {k: v for k, v in metrics.items() if k != "log_history"},
         }
-        atomic_write_text(output_dir / "agentclone.json", json.dumps(meta, indent=2, default=str))
+        save_adapter(trainer.model, tokenizer, output_dir, meta)
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     return metrics
 
 
-def _save_adapter(trainer, tokenizer, output_dir: Path) -> None:
-    """Save adapter and tokenizer into a temporary folder, then move the files in."""
+MANIFEST = "agentclone.json"
+
+
+def save_adapter(model, tokenizer, output_dir: Path, meta: dict) -> None:
+    """Save adapter and tokenizer so that a reader never takes a half-written adapter for a complete one.
+
+    The manifest (``agentclone.json``, listing every file with its SHA-256) is removed first and
+    written last, atomically; ``is_adapter_complete`` checks the files against it. Each file is
+    moved in with an atomic rename from a temporary folder on the same disk.
+    """
+    from agentclone.data import file_sha256
+
+    output_dir = Path(output_dir)
+    (output_dir / MANIFEST).unlink(missing_ok=True)
     tmp = output_dir / ".adapter-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    for f in tmp.iterdir():
-        os.replace(f, output_dir / f.name)
+    files = {}
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[f.name] = file_sha256(f)
+            os.replace(f, output_dir / f.name)
     shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(output_dir / MANIFEST, json.dumps({**meta, "files": files}, indent=2, default=str))
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -270,8 +427,20 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def is_adapter_complete(output_dir: str | Path) -> bool:
+    """True when the manifest exists and every file it lists is there with the recorded hash."""
+    from agentclone.data import file_sha256
+
     output_dir = Path(output_dir)
-    return (output_dir / "adapter_config.json").exists() and (output_dir / "agentclone.json").exists()
+    manifest = output_dir / MANIFEST
+    if not (output_dir / "adapter_config.json").exists() or not manifest.exists():
+        return False
+    try:
+        files = json.loads(manifest.read_text()).get("files")
+    except (OSError, ValueError):
+        return False
+    if files is None:  # written before manifests listed files
+        return True
+    return all((output_dir / name).is_file() and file_sha256(output_dir / name) == sha for name, sha in files.items())
 
 
 def estimate_steps(n_samples: int, settings: TrainSettings) -> int:

@@ -1,4 +1,6 @@
 import os
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,10 @@ from agentclone.data import Task
 from agentclone.envs import ExpertAction, InvalidAction, TextEnv
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Deterministic plugins: only TextCraft of the installed ones (and the built-ins, always), whatever else
+# happens to be installed. Subprocesses inherit it; a test that needs another plugin sets it itself.
+os.environ["AGENTCLONE_LOAD_PLUGINS"] = "textcraft"
 
 
 class CounterEnv(TextEnv):
@@ -72,3 +78,34 @@ def smollm2_path():
     from agentclone.models import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+@pytest.fixture
+def installed_plugins(tmp_path, monkeypatch):
+    """Install plugins the way pip would, into a folder on sys.path: ``install(name, source)`` writes
+    the module (default ``<name>_plugin``; ``pkg.mod`` makes a package) and the distribution
+    ``<name>-plugin`` whose entry point (group ``agentclone``) ``<name>`` names that module.
+    Returns the folder (for a subprocess's PYTHONPATH)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    modules = []
+
+    def install(name: str, source: str, module: str | None = None) -> Path:
+        module = module or f"{name}_plugin"
+        path = site.joinpath(*module.split(".")).with_suffix(".py")
+        for package in reversed(path.relative_to(site).parents[:-1]):
+            (site / package).mkdir(exist_ok=True)
+            (site / package / "__init__.py").touch()
+        path.write_text(textwrap.dedent(source))
+        info = site / f"{name}_plugin-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[agentclone]\n{name} = {module}\n")
+        parts = module.split(".")
+        modules.extend(".".join(parts[: i + 1]) for i in range(len(parts)))
+        return site
+
+    yield install
+    for module in modules:  # the next test's plugin of the same name is another module
+        sys.modules.pop(module, None)

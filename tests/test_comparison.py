@@ -19,14 +19,14 @@ def write(tmp_path, text, name="r.yaml"):
 def test_critical_recipe_validates_with_its_variants():
     r = load_recipe(REPO / "recipes" / "textcraft_critical.yaml")
     assert [v.name for v in r.variants] == ["all", "random", "disagreement", "progress", "llm-judge"]
-    assert {v.trainer.name for v in r.variants} == {"critical"}
-    budgets = {v.trainer.options.get("budget") for v in r.variants if v.name != "all"}
+    assert {v.builder.name for v in r.variants} == {"critical"}
+    budgets = {v.builder.options.get("budget") for v in r.variants if v.name != "all"}
     assert budgets == {0.3}  # the same budget for every selector
     assert r.env.kwargs["max_depth"] == 1 and r.env.kwargs["heldout_fraction"] == 0.35
 
 
 def test_exact_mcnemar_p_value():
-    from agentclone.comparison import mcnemar_exact
+    from agentclone.variants import mcnemar_exact
 
     assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
     assert mcnemar_exact(2, 16) == pytest.approx(2 * (1 + 18 + 153) / 2**18)
@@ -50,15 +50,15 @@ BASE = "env: {id: test/counter-v0}\n"
 @pytest.mark.parametrize(
     "variants, message",
     [
-        ("- {name: a, trainer: {name: bc}}\n- {name: a, trainer: {name: bc}}\n", r"variants\.1\.name: variant 'a' appears twice"),
-        ("- {name: a, trainer: {name: magic}}\n", r"variants\.0\.trainer \(a\): unknown trainer 'magic'"),
-        ("- {name: a, trainer: {name: critical, options: {selector: oracle}}}\n", r"unknown step selector 'oracle'.*progress"),
-        ("- {name: a, trainer: {name: critical, options: {budget: 2}}}\n", r"variants\.0\.trainer \(a\): trainer 'critical': option 'budget'"),
-        ("- {name: a, trainer: {name: critical, options: {selector: progress, selector_options: {prefer: middle}}}}\n",
+        ("- {name: a, builder: {name: bc}}\n- {name: a, builder: {name: bc}}\n", r"variants\.1\.name: variant 'a' appears twice"),
+        ("- {name: a, builder: {name: magic}}\n", r"variants\.0\.builder \(a\): unknown builder 'magic'"),
+        ("- {name: a, builder: {name: critical, options: {selector: oracle}}}\n", r"unknown step selector 'oracle'.*progress"),
+        ("- {name: a, builder: {name: critical, options: {budget: 2}}}\n", r"variants\.0\.builder \(a\): builder 'critical': option 'budget'"),
+        ("- {name: a, builder: {name: critical, options: {selector: progress, selector_options: {prefer: middle}}}}\n",
          r"step selector 'progress': option 'prefer'"),
-        ("- {name: a, trainer: {name: bc}, train: {epochs: many}}\n", r"variants\.0\.train\.epochs \(a\)"),
-        ("- {name: a, trainer: {name: bc}, train: {lerning_rate: 1}}\n", r"variants\.0\.train\.lerning_rate"),
-        ("- {name: ../x, trainer: {name: bc}}\n", r"variants\.0\.name"),
+        ("- {name: a, builder: {name: bc}, train: {epochs: many}}\n", r"variants\.0\.train\.epochs \(a\)"),
+        ("- {name: a, builder: {name: bc}, train: {lerning_rate: 1}}\n", r"variants\.0\.train\.lerning_rate"),
+        ("- {name: ../x, builder: {name: bc}}\n", r"variants\.0\.name"),
     ],
 )
 def test_bad_variants_are_clear_errors(tmp_path, counter_env_registered, variants, message):
@@ -80,9 +80,9 @@ def test_variants_run_once_per_shared_stage_and_write_the_comparison(tmp_path, c
         "eval": {"episodes": 3, "generation": {"max_new_tokens": 8, "batch_size": 3},
                  "rollout": {"concurrency": 3, "max_consecutive_invalid": 1}},
         "variants": [
-            {"name": "all", "trainer": {"name": "critical", "options": {"selector": "all"}}},
-            {"name": "progress", "trainer": {"name": "critical", "options": {"selector": "progress", "budget": 0.3}}},
-            {"name": "random-lr", "trainer": {"name": "critical", "options": {"selector": "random"}},
+            {"name": "all", "builder": {"name": "critical", "options": {"selector": "all"}}},
+            {"name": "progress", "builder": {"name": "critical", "options": {"selector": "progress", "budget": 0.3}}},
+            {"name": "random-lr", "builder": {"name": "critical", "options": {"selector": "random"}},
              "train": {"learning_rate": 0.01}},
         ],
     })

@@ -13,8 +13,8 @@ from agentclone.prompting import ActionFormat
 from agentclone.selectors import make_selector, step_budget
 from agentclone.selectors.judge import PROMPT_VERSION, LLMJudge, judge_messages
 from agentclone.selectors.judge_answer import normalize_category, parse_judge_answer
-from agentclone.trainers.base import BuildContext, make_builder
-from agentclone.trainers.critical import CriticalSteps
+from agentclone.builders.base import BuildContext, make_builder
+from agentclone.builders.critical import CriticalSteps
 from agentclone.training import tokenize_trajectories
 
 

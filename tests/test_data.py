@@ -105,3 +105,30 @@ def test_not_json_and_unknown_field(tmp_path):
     path.write_text(json.dumps(obj) + "\n")
     with pytest.raises(TrajectoryFileError, match="surprise"):
         read_trajectories(path)
+
+
+def test_parallel_parquet_saves_to_one_path_leave_a_whole_file_and_no_temporaries(tmp_path):
+    import threading
+
+    path = tmp_path / "t.parquet"
+    sets = [[make_traj(i, steps=2) for i in range(3)], [make_traj(i, steps=4) for i in range(5)]]
+    for _ in range(4):  # several rounds: the two saves overlap in a different place each time
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def save(trajs):
+            try:
+                barrier.wait(timeout=10)
+                save_parquet(trajs, path)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=save, args=(s,)) for s in sets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        back = [t.model_dump() for t in load_parquet(path)]
+        assert back in ([t.model_dump() for t in s] for s in sets)  # one save's data, whole
+        assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

@@ -8,8 +8,8 @@ from agentclone.models import load_tokenizer
 from agentclone.policies.hf import HFPolicy
 from agentclone.prompting import ActionFormat
 from agentclone.selectors.disagreement import DisagreementSteps
-from agentclone.trainers.base import BuildContext
-from agentclone.trainers.critical import CriticalSteps
+from agentclone.builders.base import BuildContext
+from agentclone.builders.critical import CriticalSteps
 from agentclone.training import tokenize_trajectories
 
 

@@ -240,7 +240,11 @@ def test_concurrency_is_bounded():
     assert server.max_inflight == 3
 
 
-def test_api_key_comes_from_the_environment_and_never_leaks(tmp_path, monkeypatch, capsys, counter_env_registered):
+def test_api_key_comes_from_the_environment_and_never_leaks(tmp_path, monkeypatch, capsys, caplog,
+                                                           counter_env_registered):
+    import logging
+    import traceback
+
     from agentclone.data import read_trajectories
     from agentclone.evaluation import write_report
     from agentclone.pipeline import collect
@@ -258,21 +262,25 @@ def test_api_key_comes_from_the_environment_and_never_leaks(tmp_path, monkeypatc
         return 200, completion(f"Thought: my key is {auth}\nAction: add 3"), {}
 
     with ChatServer(answer=echo) as server:
+        caplog.set_level(logging.DEBUG)  # whatever httpx or the backend logs
         p = policy(server.url, api_key_env="AGENTCLONE_TEST_KEY")
-        assert SECRET not in repr(vars(p).get("api_key_env")) and SECRET not in str(p.model_id)
         res = collect("test/counter-v0", {}, p, "heldout", 3, tmp_path / "eval.jsonl")
         with pytest.raises(OpenAIBackendError) as exc:
             p.act([PolicyRequest(messages=[{"role": "user", "content": "fail please"}], episode_id="x")])
         p.close()
     assert all(h["Authorization"] == f"Bearer {SECRET}" for h in server.headers)  # the key was sent
-    assert SECRET not in str(exc.value) and "***" in str(exc.value)
+    assert "***" in str(exc.value)  # the server's echo of the key reached the error text, redacted
+    assert SECRET not in "".join(traceback.format_exception(exc.value))  # nor in any chained exception
     write_report({"base": read_trajectories(tmp_path / "eval.jsonl")}, tmp_path)
-    assert res.trajectories and all(t.steps for t in res.trajectories)
-    for f in tmp_path.iterdir():
-        if f.is_file():
-            assert SECRET not in f.read_bytes().decode(errors="replace"), f.name
+    steps = [s for t in res.trajectories for s in t.steps]
+    # the echoed key reached every answer, redacted: the leak path below was live
+    assert steps and all("Bearer ***" in s.raw_output and "Bearer ***" in s.thought for s in steps)
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert {"eval.jsonl", "report.json", "report.md"} <= {f.name for f in files}
+    for f in files:  # trajectories, reports, anything else written
+        assert SECRET not in f.read_bytes().decode(errors="replace"), f.name
     out = capsys.readouterr()
-    assert SECRET not in out.out and SECRET not in out.err
+    assert SECRET not in out.out + out.err + caplog.text
 
 
 def test_base_url_is_checked_and_completed():

@@ -10,7 +10,7 @@ from agentclone.evaluation import next_action_accuracy
 from agentclone.pipeline import collect
 from agentclone.policies.base import GenerationSettings, make_policy
 from agentclone.prompting import ActionFormat
-from agentclone.trainers.base import BuildContext, make_builder
+from agentclone.builders.base import BuildContext, make_builder
 from agentclone.training import TrainSettings, train_lora
 
 pytestmark = pytest.mark.slow

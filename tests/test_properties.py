@@ -67,7 +67,7 @@ def test_arbitrary_recipe_text(tmp_path_factory, text):
 
 
 recipe_trees = st.dictionaries(
-    st.sampled_from(["env", "train", "eval", "collect", "trainer", "model", "seed", "lora", "bogus", "id"]),
+    st.sampled_from(["env", "train", "eval", "collect", "builder", "model", "seed", "lora", "bogus", "id"]),
     json_values,
     max_size=5,
 )

@@ -41,7 +41,7 @@ def test_wrong_type(tmp_path, counter_env_registered):
 def test_unknown_environment_and_trainer(tmp_path, counter_env_registered):
     with pytest.raises(RecipeError, match="env.id: unknown environment 'nope/x-v1'"):
         load_recipe(write(tmp_path, "env: {id: nope/x-v1}\n"))
-    with pytest.raises(RecipeError, match="trainer.name: unknown trainer 'magic'"):
+    with pytest.raises(RecipeError, match="builder: unknown builder 'magic'"):
         load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ntrainer: {name: magic}\n"))
 
 
@@ -61,3 +61,19 @@ def test_not_a_mapping_and_missing_file(tmp_path):
 def test_unknown_preset(tmp_path, counter_env_registered):
     with pytest.raises(RecipeError, match="no preset 'nope'"):
         load_recipe(write(tmp_path, "defaults: [nope]\nenv: {id: test/counter-v0}\n"))
+
+
+def test_old_trainer_key_still_works_with_a_warning(tmp_path, counter_env_registered):
+    with pytest.warns(FutureWarning, match="'trainer:' is now 'builder:'"):
+        recipe = load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ntrainer: {name: bc, options: {last_turn_only: true}}\n"))
+    assert recipe.builder.name == "bc" and recipe.builder.options == {"last_turn_only": True}
+    with pytest.raises(RecipeError, match="both 'builder' and its old name 'trainer'"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ntrainer: {name: bc}\nbuilder: {name: bc}\n"))
+
+
+def test_environment_options_are_checked_when_the_recipe_is_loaded(tmp_path, counter_env_registered):
+    """Review item 8: a wrong or unknown env option surfaced only when the collect stage ran."""
+    with pytest.raises(RecipeError, match=r"env.kwargs: .*'targets'.*int"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0, kwargs: {targets: many}}\n"))
+    with pytest.raises(RecipeError, match=r"env.kwargs: .*'target'.*unknown option"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0, kwargs: {target: 3}}\n"))

@@ -14,8 +14,8 @@ from agentclone.envs import make_env
 from agentclone.models import load_tokenizer
 from agentclone.policies.base import Policy
 from agentclone.prompting import ActionFormat, assistant_text
-from agentclone.trainers.base import BuildContext, make_builder
-from agentclone.trainers.reflection import (
+from agentclone.builders.base import BuildContext, make_builder
+from agentclone.builders.reflection import (
     DEFAULT_REFLECTIONS,
     Reflection,
     ReplayMismatch,
@@ -251,19 +251,22 @@ def test_model_critic_takes_the_first_step_called_bad():
 
 
 @pytest.mark.slow
-def test_model_critic_with_the_real_model_gives_a_verdict_per_step(smollm2_path):
-    from agentclone.policies.base import GenerationSettings, make_policy
+def test_model_critic_with_the_real_model_follows_its_answers(smollm2_path):
+    """SmolLM2-135M cannot judge these steps (it answers neither good nor bad), so the test checks what
+    must hold whatever it answers: one non-empty answer per step, and the critic's first bad step is
+    exactly the first step whose own answer parses as ``bad`` (None when none does)."""
+    from agentclone.builders.reflection import verifier_messages
+    from agentclone.policies.base import GenerationSettings, PolicyRequest, make_policy
 
     verifier = make_policy("hf", model=str(smollm2_path), stop_at_action=False,
                            generation=GenerationSettings(max_new_tokens=6))
     try:
         t = play(["get 2 dirt", "get 2 sand"])
-        answers = verifier.act([__import__("agentclone.policies.base", fromlist=["PolicyRequest"]).PolicyRequest(
-            messages=m) for m in [__import__("agentclone.trainers.reflection", fromlist=["x"]).verifier_messages(t, k)
-                                  for k in range(2)]])
-        assert len(answers) == 2 and all(parse_verdict(a) in ("good", "bad", "uncertain") for a in answers)
+        answers = verifier.act([PolicyRequest(messages=verifier_messages(t, k)) for k in range(2)])
+        assert len(answers) == 2 and all(a.strip() for a in answers)
+        first_bad = next((k for k, a in enumerate(answers) if parse_verdict(a) == "bad"), None)
         [v] = model_first_bad_steps([t], verifier)
-        assert v.index in (None, 0, 1)
+        assert v.index == first_bad
     finally:
         verifier.close()
 
@@ -274,7 +277,7 @@ def test_model_critic_with_the_real_model_gives_a_verdict_per_step(smollm2_path)
 def test_rounds_section_is_validated():
     from agentclone.recipes import RecipeError, validate_recipe
 
-    base = {"env": {"id": ENV, "kwargs": KW}, "trainer": {"name": "reflection"}}
+    base = {"env": {"id": ENV, "kwargs": KW}, "builder": {"name": "reflection"}}
     r = validate_recipe({**base, "rounds": {"count": 3, "start_adapter": "x"}})
     assert r.rounds.count == 3 and r.rounds.baseline.name == "bc"
     assert validate_recipe(base).rounds is None
@@ -288,23 +291,23 @@ def test_shipped_recipe_loads():
     from agentclone.recipes import load_recipe
 
     r = load_recipe("recipes/textcraft_reflection.yaml")
-    assert r.rounds.count >= 2 and r.trainer.name == "reflection" and r.collect.policy == "hf"
+    assert r.rounds.count >= 2 and r.builder.name == "reflection" and r.collect.policy == "hf"
     assert r.collect.generation.temperature > 0
 
 
 def test_recovery_rate_counts_episodes_with_a_bad_step():
-    from agentclone.iterate import summarize
+    from agentclone.rounds import round_summary
 
     recovered = play(["get 2 dirt", "get 2 sand", "get 2 gravel", "craft 4 coarse dirt using 2 dirt, 2 gravel"], tid="r")
     lost = play(["get 2 dirt", "get 2 sand"], tid="l")
     clean = play(GOOD, tid="c")
-    s = summarize([recovered, lost, clean])
+    s = round_summary([recovered, lost, clean], None)
     assert recovered.success and s["episodes_with_bad_step"] == 2 and s["recovered"] == 1
     assert s["recovery_rate"] == 0.5 and s["success_rate"] == pytest.approx(2 / 3)
 
 
 def test_match_tokens_reaches_the_target_cycling_if_needed():
-    from agentclone.iterate import match_tokens
+    from agentclone.rounds import match_tokens
 
     pool = [play(GOOD, tid=f"p{i}") for i in range(3)]
     lengths = {"p0": 10, "p1": 20, "p2": 30}
@@ -340,7 +343,7 @@ def test_two_rounds_end_to_end_each_adapter_continues_the_last(tmp_path, tiny_mo
         "env": {"id": ENV, "kwargs": {**KW, "max_steps": 4}}, "model": str(tiny_model_dir),
         "collect": {"policy": "hf", "generation": {"max_new_tokens": 8, "temperature": 1.0, "batch_size": 8},
                     "rollout": {"concurrency": 8, "max_consecutive_invalid": 2}},
-        "trainer": {"name": "reflection", "options": {"success_ratio": 1.0}},
+        "builder": {"name": "reflection", "options": {"success_ratio": 1.0}},
         # no baseline chain here, to keep the test short (match_tokens is tested above)
         "rounds": {"count": 2, "collect_episodes": 3, "baseline": None},
         "train": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "logging_steps": 1},

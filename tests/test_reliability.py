@@ -107,7 +107,7 @@ def test_collect_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[agentclone]\nslow = slow_plugin\n")
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{here}")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{here}", AGENTCLONE_LOAD_PLUGINS="slow")
     out = tmp_path / "x.jsonl"
     cmd = [sys.executable, "-m", "agentclone.cli", "collect", "--env", "test/slow-v0", "--policy", "expert",
            "-n", "40", "--concurrency", "2", "--output", str(out)]

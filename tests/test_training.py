@@ -5,8 +5,8 @@ import pytest
 from agentclone.data import Step, Trajectory
 from agentclone.models import load_tokenizer
 from agentclone.prompting import ActionFormat
-from agentclone.trainers.bc import BehaviourCloning
-from agentclone.trainers.base import BuildContext
+from agentclone.builders.bc import BehaviourCloning
+from agentclone.builders.base import BuildContext
 from agentclone.training import tokenize_trajectories
 
 
@@ -71,7 +71,7 @@ def test_bc_puts_loss_on_every_valid_turn_and_last_turn_option(tok):
 
 
 def test_bad_builder_option_is_a_clear_error():
-    from agentclone.trainers.base import make_builder
+    from agentclone.builders.base import make_builder
 
-    with pytest.raises(ValueError, match="trainer 'bc': option 'only_sucessful'.*allowed: only_successful"):
+    with pytest.raises(ValueError, match="builder 'bc': option 'only_sucessful'.*allowed: only_successful"):
         make_builder("bc", {"only_sucessful": True})

@@ -6,12 +6,13 @@ caching instead (``agentclone.policies.hf_continuous``); ``generate`` stays the 
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
 import torch
 
-from agentclone.policies.base import GenerationSettings, Policy, PolicyRequest
+from agentclone.policies.base import GenerationSettings, ModelPolicy, PolicyRequest, derive_seed
 from agentclone.prompting import stop_after_action
 
 
@@ -39,8 +40,78 @@ class _ActionLineStop:
 
 ENGINES = ("generate", "continuous")
 
+# ``generation.extra`` keys the policy sets itself, or that have their own GenerationSettings field
+_OWN_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "seed"}
+_RESERVED_KEYS = {"eos_token_id", "pad_token_id", "stopping_criteria", "logits_processor", "generation_config",
+                  "num_return_sequences", "num_beams", "input_ids", "attention_mask", "streamer"}
+# sampling settings the per-row sampler applies (``generate`` itself runs greedily over its choices)
+_SAMPLING_KEYS = ("top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
 
-class HFPolicy(Policy):
+
+def check_extra(extra: dict) -> None:
+    """Refuse ``generation.extra`` keys that would fight the policy's own settings."""
+    own = sorted(set(extra) & _OWN_KEYS)
+    if own:
+        raise ValueError(f"generation.extra sets {', '.join(own)}: use the generation setting of that name instead")
+    reserved = sorted(set(extra) & _RESERVED_KEYS)
+    if reserved:
+        raise ValueError(f"generation.extra sets {', '.join(reserved)}, which the hf policy sets itself")
+
+
+class _SeededSampler:
+    """Samples each row's next token with that row's own ``torch.Generator``; every other token gets -inf.
+
+    Used as the last logits processor of a greedy ``generate``: the model's processors (repetition
+    penalty, ...) run first, then the sampling warpers ``generate`` would apply (temperature, top-k,
+    top-p, ...) run here, then one token is drawn per row from its own generator, exactly as
+    ``generate`` draws (``multinomial`` of the softmax), and greedy decoding picks it. A row's answer
+    depends on its prompt and its seed only, never on which other rows share the batch or in what order.
+    """
+
+    def __init__(self, seeds: list[int], warpers: list, device) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.warpers = warpers
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.nn.functional.softmax(scores.float(), dim=-1)
+        chosen = torch.full_like(scores, -float("inf"))
+        for row, generator in enumerate(self.generators):
+            token = torch.multinomial(probs[row], num_samples=1, generator=generator)
+            chosen[row, token] = 0.0
+        return chosen
+
+
+def sampling_warpers(cfg, device="cpu") -> list:
+    """The logits warpers ``generate`` applies when sampling with the GenerationConfig ``cfg``, in its order."""
+    from transformers.generation import logits_process as lp
+
+    warpers: list = []
+
+    def get(key):
+        return getattr(cfg, key, None)
+
+    if get("temperature") is not None and cfg.temperature != 1.0:
+        warpers.append(lp.TemperatureLogitsWarper(cfg.temperature))
+    if get("top_h") is not None:
+        warpers.append(lp.TopHLogitsWarper(top_h=cfg.top_h))
+    if get("top_k") is not None and cfg.top_k != 0:
+        warpers.append(lp.TopKLogitsWarper(top_k=cfg.top_k, min_tokens_to_keep=1))
+    if get("top_p") is not None and cfg.top_p < 1.0:
+        warpers.append(lp.TopPLogitsWarper(top_p=cfg.top_p, min_tokens_to_keep=1))
+    if get("min_p") is not None:
+        warpers.append(lp.MinPLogitsWarper(min_p=cfg.min_p, min_tokens_to_keep=1))
+    if get("typical_p") is not None and cfg.typical_p < 1.0:
+        warpers.append(lp.TypicalLogitsWarper(mass=cfg.typical_p, min_tokens_to_keep=1))
+    if get("epsilon_cutoff") is not None and 0.0 < cfg.epsilon_cutoff < 1.0:
+        warpers.append(lp.EpsilonLogitsWarper(epsilon=cfg.epsilon_cutoff, min_tokens_to_keep=1))
+    if get("eta_cutoff") is not None and 0.0 < cfg.eta_cutoff < 1.0:
+        warpers.append(lp.EtaLogitsWarper(epsilon=cfg.eta_cutoff, min_tokens_to_keep=1, device=device))
+    return warpers
+
+
+class HFPolicy(ModelPolicy):
     """A transformers model (optionally with a LoRA adapter) answering batches of conversations.
 
     ``engine``: ``generate`` (``model.generate`` on length-sorted, left-padded chunks of
@@ -48,6 +119,17 @@ class HFPolicy(Policy):
     ``cache_tokens`` tokens in pages of ``page_size``, at most ``max_batch_tokens`` tokens per
     forward pass, and prompt prefixes shared across rollout steps). Both give the same greedy
     answers, cut at the same token after the ``Action:`` line.
+
+    Sampling (``temperature > 0``) on the ``generate`` engine draws each answer's tokens from a
+    generator of its own, seeded from the request's ``seed`` (the rollout gives one per episode
+    and step) and ``generation.seed``: an answer is the same whether its request is acted on
+    alone or in any batch, so a resumed or sharded collection samples what an uninterrupted one
+    does. Requests without a seed take the next seeds of a stream seeded by ``generation.seed``.
+    The ``continuous`` engine samples from one generator for all requests (seeded once by
+    ``generation.seed``): its samples depend on the batching.
+
+    ``generation.extra`` is passed to ``generate`` (``repetition_penalty``, ``top_k``, ``min_p``, ...);
+    on the ``continuous`` engine it goes into the engine's generation config.
     """
 
     name = "hf"
@@ -74,21 +156,17 @@ class HFPolicy(Policy):
                            ("max_batch_tokens", max_batch_tokens)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"hf option {key} must be a positive integer, got {value!r}")
-        super().__init__(fmt)
+        # stop_at_action False: free text (a judge's answer)
+        super().__init__(fmt, model=model, adapter=adapter, batch_size=batch_size, generation=generation,
+                         stop_at_action=stop_at_action)
+        check_extra(self.gen.extra)
         from agentclone.models import load_tokenizer, resolve_model
 
-        self.model_name = model
-        self.adapter = adapter
-        self.batch_size = batch_size
-        self.stop_at_action = stop_at_action  # False for free text (a judge's answer)
         self.engine = engine
         self.page_size = page_size
         self.cache_tokens = cache_tokens
         self.max_batch_tokens = max_batch_tokens
         self._continuous = None  # the continuous engine, started on the first act()
-        if isinstance(generation, dict):
-            generation = GenerationSettings(**generation)
-        self.gen = generation or GenerationSettings()
         self.device = device or default_device()
         if model_obj is None:
             from transformers import AutoModelForCausalLM
@@ -112,11 +190,8 @@ class HFPolicy(Policy):
             for i in {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
             if isinstance(i, int) and i >= 0
         ]
-        self._generator_seeded = False
-
-    @property
-    def model_id(self) -> str | None:
-        return f"{self.model_name}+{self.adapter}" if self.adapter else self.model_name
+        self._seed_stream = random.Random(self.gen.seed)  # seeds of requests that bring none
+        self._warpers = None  # the sampling warpers, built on the first sampled act()
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -131,10 +206,8 @@ class HFPolicy(Policy):
     def act(self, requests: list[PolicyRequest]) -> list[str]:
         if self.engine == "continuous":
             return self._continuous_engine().answer(self._prompts(requests))
-        if not self._generator_seeded:
-            torch.manual_seed(self.gen.seed)
-            self._generator_seeded = True
         prompts = self._prompts(requests)
+        seeds = [self._row_seed(r) for r in requests]
         # Chunks of similar length: left padding to the longest prompt of a chunk
         # is wasted prefill, and prefill dominates rollouts on a CPU.
         lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
@@ -142,9 +215,15 @@ class HFPolicy(Policy):
         out: list[str | None] = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            for i, text in zip(chunk, self._generate([prompts[i] for i in chunk])):
+            for i, text in zip(chunk, self._generate([prompts[i] for i in chunk], [seeds[i] for i in chunk])):
                 out[i] = text
         return out  # type: ignore[return-value]
+
+    def _row_seed(self, request: PolicyRequest) -> int:
+        """The seed of one answer's sampling generator (see the class docstring)."""
+        if request.seed is not None:
+            return derive_seed(self.gen.seed, request.seed)
+        return self._seed_stream.randrange(2**31 - 1)
 
     def _continuous_engine(self):
         if self._continuous is None:
@@ -157,21 +236,38 @@ class HFPolicy(Policy):
             )
         return self._continuous
 
-    def _generate(self, prompts: list[str]) -> list[str]:
+    def _sampling_warpers(self) -> list:
+        """The warpers ``generate`` would apply when sampling with this policy's settings."""
+        if self._warpers is None:
+            from agentclone.policies.hf_continuous import generation_config
+
+            cfg = generation_config(self.model, self.gen, self._stop_ids, self.tokenizer.pad_token_id)
+            self._warpers = sampling_warpers(cfg, self.model.device)
+        return self._warpers
+
+    def _generate(self, prompts: list[str], seeds: list[int]) -> list[str]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         prompt_len = enc["input_ids"].shape[1]
         sample = self.gen.temperature > 0
+        extra = dict(self.gen.extra)
         kwargs = dict(
             max_new_tokens=self.gen.max_new_tokens,
-            do_sample=sample,
+            do_sample=False,  # sampling: the per-row sampler chooses each token, greedy decoding takes it
             eos_token_id=self._stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=[_ActionLineStop(self.tokenizer, prompt_len)] if self.stop_at_action else None,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
         if sample:
-            kwargs.update(temperature=self.gen.temperature, top_p=self.gen.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+            for key in _SAMPLING_KEYS:  # applied by the sampler (see _sampling_warpers), not by greedy generate
+                extra.pop(key, None)
+            from transformers import LogitsProcessorList
+
+            sampler = _SeededSampler(seeds, self._sampling_warpers(), enc["input_ids"].device)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        kwargs.update(extra)
         try:
             seqs = self.model.generate(**enc, **kwargs)
         except torch.OutOfMemoryError:
@@ -179,7 +275,7 @@ class HFPolicy(Policy):
                 raise
             print(f"out of memory at batch {len(prompts)}; halving", file=sys.stderr)
             half = len(prompts) // 2
-            return self._generate(prompts[:half]) + self._generate(prompts[half:])
+            return self._generate(prompts[:half], seeds[:half]) + self._generate(prompts[half:], seeds[half:])
         return self.tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
 
     @torch.inference_mode()

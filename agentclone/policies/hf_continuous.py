@@ -22,8 +22,7 @@ import threading
 import time
 import weakref
 
-from agentclone.policies.base import GenerationSettings
-from agentclone.prompting import stop_after_action
+from agentclone.policies.base import GenerationSettings, cut_after_action_line
 
 # ``generate`` fills top_k with 50 when neither the caller nor the model's generation config
 # sets it (GenerationConfig's global defaults); the engine applies only what it is given.
@@ -33,14 +32,11 @@ _GENERATE_DEFAULT_TOP_K = 50
 def cut_at_action(tokenizer, tokens: list[int], stop_at_action: bool = True) -> tuple[str, bool]:
     """The answer text of ``tokens``, cut after the first token at which a full ``Action:`` line is
     written (where ``HFPolicy``'s ``_ActionLineStop`` stops ``generate``), and whether it was cut there."""
-    text = tokenizer.decode(tokens, skip_special_tokens=True)
-    if not stop_at_action or not stop_after_action(text):
-        return text, False
-    for k in range(1, len(tokens) + 1):
-        prefix = tokenizer.decode(tokens[:k], skip_special_tokens=True)
-        if stop_after_action(prefix):
-            return prefix, True
-    return text, True  # not reached: the whole text stops
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    if not stop_at_action:
+        return decode(tokens), False
+    text, cut = cut_after_action_line(tokens, decode)
+    return text, cut is not None
 
 
 def _engine_model(model):
@@ -79,6 +75,10 @@ def generation_config(model, gen: GenerationSettings, stop_ids: list[int], pad_t
             cfg.top_k = _GENERATE_DEFAULT_TOP_K
     else:
         cfg.temperature = cfg.top_p = cfg.top_k = None
+    if gen.extra:  # generation.extra: further generate settings, as HFPolicy passes them to generate
+        unknown = cfg.update(**gen.extra)
+        if unknown:
+            raise ValueError(f"generation.extra: {', '.join(sorted(unknown))} is no transformers generation setting")
     return cfg
 
 

@@ -20,20 +20,21 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import re
 import sys
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentclone.policies.base import GenerationSettings, Policy, PolicyRequest
-
-# the regex of agentclone.prompting.stop_after_action: a full ``Action:`` line, newline included
-_ACTION_LINE = re.compile(r"(?im)^\s*action\s*:[^\n]*\S[^\n]*\n")
+from agentclone.policies.base import (  # noqa: F401 - request_seed: imported from here by older code
+    GenerationSettings,
+    ModelPolicy,
+    PolicyRequest,
+    cut_after_action_line,
+    request_seed,
+)
 
 
 class OpenAIBackendError(RuntimeError):
@@ -46,25 +47,10 @@ def cut_after_action(text: str, tokens: list[str] | None = None) -> str:
     The ``hf`` backend stops after the token that completes the line, so the
     text it returns runs to the end of that token. With the answer's ``tokens``
     (when they add up to ``text``) the cut is made at that token's end, else
-    right after the newline.
+    right after the newline (``cut_after_action_line`` over the text's characters).
     """
-    match = _ACTION_LINE.search(text)
-    if match is None:
-        return text
-    end = match.end()
-    if tokens and "".join(tokens) == text:
-        pos = 0
-        for tok in tokens:
-            pos += len(tok)
-            if pos >= end:
-                return text[:pos]
-    return text[:end]
-
-
-def request_seed(seed: int, request: PolicyRequest) -> int:
-    """A sampling seed per episode and step: reproducible, and different across episodes."""
-    turn = sum(m.get("role") == "assistant" for m in request.messages)
-    return (seed * 1_000_003 + zlib.crc32(request.episode_id.encode()) + 7919 * turn) % (2**31 - 1)
+    pieces = tokens if tokens and "".join(tokens) == text else text
+    return cut_after_action_line(pieces)[0]
 
 
 def normalize_base_url(url: str) -> str:
@@ -80,7 +66,11 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
-class OpenAIPolicy(Policy):
+# request body keys the policy sets itself (``generation.extra`` may add any other)
+_OWN_BODY_KEYS = {"messages", "model", "max_tokens", "temperature", "top_p", "seed", "logprobs", "top_logprobs"}
+
+
+class OpenAIPolicy(ModelPolicy):
     """Chat completions against OpenAI-compatible servers.
 
     ``model`` and ``adapter`` are matched against the server's ``/v1/models``:
@@ -89,7 +79,8 @@ class OpenAIPolicy(Policy):
     trained when the server was started with ``--adapter NAME=PATH``.
     ``served_model`` / ``served_adapter`` name them explicitly instead.
     ``batch_size`` is accepted for symmetry with ``hf`` and unused: the server
-    batches the concurrent requests itself.
+    batches the concurrent requests itself. ``generation.extra`` is added to
+    every request's body (``top_k``, ``presence_penalty``, ...).
     """
 
     name = "openai"
@@ -115,7 +106,9 @@ class OpenAIPolicy(Policy):
         logprobs: bool = True,
         stop_at_action: bool = True,
     ) -> None:
-        super().__init__(fmt)
+        # stop_at_action False: free text (a teacher's or judge's answer)
+        super().__init__(fmt, model=model, adapter=adapter, batch_size=batch_size, generation=generation,
+                         stop_at_action=stop_at_action)
         import httpx
 
         if base_urls is not None:  # the plural spelling of the same option
@@ -124,17 +117,15 @@ class OpenAIPolicy(Policy):
         if not urls:
             raise ValueError("base_url: give at least one server URL, e.g. http://127.0.0.1:8000/v1")
         self.base_urls = [normalize_base_url(u) for u in urls]
-        if isinstance(generation, dict):
-            generation = GenerationSettings(**generation)
-        self.gen = generation or GenerationSettings()
+        own = sorted(set(self.gen.extra) & _OWN_BODY_KEYS)
+        if own:
+            raise ValueError(f"generation.extra sets {', '.join(own)}, which the openai policy sets itself")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
-        self.model_name = model
-        self.adapter = adapter
         self.concurrency = concurrency
         self.timeout_s = float(timeout_s)
         self.max_retries = max_retries
@@ -143,7 +134,6 @@ class OpenAIPolicy(Policy):
         self.served_model = served_model
         self.served_adapter = served_adapter
         self.logprobs = logprobs
-        self.stop_at_action = stop_at_action  # False for free text (a teacher's or judge's answer)
         self.api_key_env = api_key_env
         self._api_key = self._read_key(api_key_env)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
@@ -193,10 +183,6 @@ class OpenAIPolicy(Policy):
                   file=sys.stderr)
             return None
 
-    @property
-    def model_id(self) -> str | None:
-        return f"{self.model_name}+{self.adapter}" if self.adapter else self.model_name
-
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
             return super().count_tokens(text)
@@ -216,6 +202,7 @@ class OpenAIPolicy(Policy):
 
     def _body(self, request: PolicyRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
+            **self.gen.extra,
             "messages": request.messages,
             "max_tokens": self.gen.max_new_tokens,
             "temperature": self.gen.temperature,

@@ -24,10 +24,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agentclone.policies.base import GenerationSettings, Policy, PolicyRequest
-from agentclone.policies.openai import request_seed
-from agentclone.prompting import stop_after_action
+from agentclone.policies.base import (
+    GenerationSettings,
+    ModelPolicy,
+    PolicyRequest,
+    cut_after_action_line,
+    request_seed,
+)
 from agentclone.serving import CPU_ENV_DEFAULTS  # the same settings as the server
+
 _ENGINES: dict[tuple, "VLLMEngine"] = {}
 
 
@@ -146,6 +151,7 @@ class VLLMEngine:
                         stop=["\n"] if stop_at_action else None,
                         stop_token_ids=self.stop_ids,
                         skip_special_tokens=True,
+                        **gen.extra,  # further SamplingParams (top_k, repetition_penalty, ...)
                     )
                 )
             outputs = self.llm.generate(
@@ -182,10 +188,7 @@ class VLLMEngine:
 
     def _action_end(self, ids: list[int], start: int) -> int | None:
         """The fewest tokens whose text holds a full ``Action:`` line (the hf backend's stopping rule)."""
-        for k in range(start + 1, len(ids) + 1):
-            if stop_after_action(self._decode(ids[:k])):
-                return k
-        return None
+        return cut_after_action_line(ids, self._decode, start)[1]
 
     def shutdown(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -229,13 +232,20 @@ def _cuda_available() -> bool:
         return False
 
 
-class VLLMPolicy(Policy):
+# SamplingParams the policy sets itself (``generation.extra`` may add any other)
+_OWN_SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "seed", "stop", "stop_token_ids", "skip_special_tokens"}
+
+
+class VLLMPolicy(ModelPolicy):
     """The ``vllm`` backend: the same options as ``hf``, plus engine settings.
 
     ``batch_size`` is accepted for symmetry with ``hf`` and unused: vLLM
     schedules the sequences itself (``engine: {max_num_seqs: N}`` caps them).
     ``engine`` passes further keyword arguments to ``vllm.LLM``
-    (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``...).
+    (``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``...);
+    ``generation.extra`` passes further keyword arguments to ``SamplingParams``.
+    Each request samples with its own seed (``request_seed``), so answers do not
+    depend on the batch.
     """
 
     name = "vllm"
@@ -253,24 +263,20 @@ class VLLMPolicy(Policy):
         engine: dict[str, Any] | None = None,
         stop_at_action: bool = True,
     ) -> None:
-        super().__init__(fmt)
+        # stop_at_action False: free text (a judge's answer)
+        super().__init__(fmt, model=model, adapter=adapter, batch_size=batch_size, generation=generation,
+                         stop_at_action=stop_at_action)
         from agentclone.models import resolve_model
         from agentclone.serving import max_lora_rank as fitting_rank
 
-        self.model_name = model
         if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
             raise FileNotFoundError(f"no LoRA adapter at {adapter} (adapter_config.json missing)")
-        self.adapter = adapter
-        if isinstance(generation, dict):
-            generation = GenerationSettings(**generation)
-        self.gen = generation or GenerationSettings()
-        self.stop_at_action = stop_at_action  # False for free text (a judge's answer)
+        own = sorted(set(self.gen.extra) & _OWN_SAMPLING_KEYS)
+        if own:
+            raise ValueError(f"generation.extra sets {', '.join(own)}, which the vllm policy sets itself "
+                             "(from max_new_tokens, temperature, top_p and seed)")
         rank = max_lora_rank or fitting_rank([adapter] if adapter else [])
         self.engine = get_engine(resolve_model(model), dtype, rank, max_loras, engine)
-
-    @property
-    def model_id(self) -> str | None:
-        return f"{self.model_name}+{self.adapter}" if self.adapter else self.model_name
 
     @property
     def stats(self) -> dict:

@@ -20,7 +20,7 @@ import abc
 import math
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from agentclone.data import Trajectory
 from agentclone.building import BuildContext
@@ -77,18 +77,6 @@ def step_budget(n_steps: int, fraction: float, min_steps: int = 1) -> int:
 
 def make_selector(name: str, options: dict | None = None) -> StepSelector:
     """Make a registered step selector by name with its options (a clear error for a bad name or option)."""
-    from agentclone.plugins import get_registry
+    from agentclone.plugins import create
 
-    selectors = get_registry().step_selectors
-    if name not in selectors:
-        raise KeyError(f"unknown step selector {name!r}; registered: {', '.join(sorted(selectors)) or 'none'}")
-    cls = selectors[name]
-    try:
-        return cls(options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        allowed = ", ".join(cls.Config.model_fields) or "none"
-        raise ValueError(
-            f"step selector {name!r}: option '{loc}': {first['msg']} (allowed: {allowed})"
-        ) from None
+    return create("step_selector", name, **(options or {}))

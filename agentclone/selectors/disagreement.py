@@ -50,7 +50,7 @@ class DisagreementSteps(StepSelector):
                 "the disagreement selector needs a model to score with: run it from a recipe, or set "
                 "selector_options: {model: smollm2-135m}"
             )
-        fmt = ActionFormat(cfg.format or context.extras.get("format", "thought-action"))
+        fmt = ActionFormat(cfg.format or context.format)
         return HFPolicy(fmt=fmt, model=model, adapter=cfg.adapter, device=cfg.device)
 
     def select(self, traj: Trajectory, k: int, context: BuildContext) -> list[Pick]:

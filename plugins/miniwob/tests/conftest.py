@@ -1,4 +1,8 @@
-"""MiniWoB++ tests run real Chromium; they are skipped (with the install line) where there is none."""
+"""MiniWoB++ tests run real Chromium; they are skipped (with the install line) where there is none.
+
+Where Chromium must be there (``make test``, ``make test-miniwob``, CI), ``AGENTCLONE_REQUIRE_CHROMIUM=1``
+turns the skip into a failure, so a broken Chromium install cannot pass as green.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
     try:
         chrome_paths()
     except BrowserError as exc:
+        if os.environ.get("AGENTCLONE_REQUIRE_CHROMIUM") == "1":
+            raise pytest.UsageError(f"AGENTCLONE_REQUIRE_CHROMIUM=1 but the MiniWoB++ tests cannot run: {exc}")
         skip = pytest.mark.skip(reason=str(exc))
         for item in items:
             if "plugins/miniwob/" in str(item.fspath).replace(os.sep, "/"):

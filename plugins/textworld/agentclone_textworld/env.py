@@ -25,10 +25,13 @@ answer either way, never an exception. Interpreter meta-commands (save, restore,
 restart, quit, undo, script) would desynchronise TextWorld's state tracking: they
 are refused before reaching the game, and counted invalid.
 
-The expert follows the game's walkthrough while the episode stays on it (an action
-that changes nothing in the game does not leave it), and otherwise TextWorld's
-``policy_commands``: a winning plan recomputed from the current state, so it can
-take over from any state the agent reached that can still be won.
+The expert (``expert: full``, the default) follows the game's walkthrough while the
+episode stays on it (an action that changes nothing in the game does not leave it),
+and otherwise TextWorld's ``policy_commands``: a winning plan recomputed from the
+current state, so it can take over from any state the agent reached that can still
+be won. Both know the whole map and where every object lies. ``expert: observed``
+follows the same plan only as far as the episode's observations allow and explores
+otherwise (see ``agentclone_textworld.observed``): a realizable teacher for LEAP.
 """
 
 from __future__ import annotations
@@ -42,8 +45,12 @@ from typing import Any
 from agentclone.data import Task
 from agentclone.envs import ExpertAction, InvalidAction, TextEnv
 from agentclone_textworld.games import GameSpec, default_root, ensure_game, ensure_games
+from agentclone_textworld.observed import Knowledge, World, direction_of, observed_expert
 
 HELDOUT_SEED_START = 10_000
+#: ``full``: TextWorld's plan, which knows the whole game; ``observed``: that plan only as far as the
+#: episode's observations allow, exploring otherwise (a realizable teacher)
+EXPERTS = ("full", "observed")
 MAX_COMMAND_BYTES = 190  # Jericho's input buffer takes fewer than 198 bytes
 
 # Inform's out-of-world commands that act on the interpreter, not the story.
@@ -76,6 +83,15 @@ def normalize_command(action: str) -> str:
     printable = "".join(ch if ch.isprintable() else " " for ch in action)
     command = " ".join(printable.split()).lower()
     return command.encode("utf-8")[:MAX_COMMAND_BYTES].decode("utf-8", "ignore")
+
+
+def route_told(opening: str, walkthrough: list[str]) -> bool:
+    """Whether the game's opening text (its quest, before the first room) names the walkthrough's
+    moves, in order (coin collector and treasure hunter do: "go north. After that, travel east...")."""
+    quest = opening.split("-= ")[0].lower()
+    moves = [direction_of(c) for c in walkthrough]
+    moves = [m for m in moves if m]
+    return bool(moves) and re.findall(r"\b(north|south|east|west)\b", quest) == moves
 
 
 def _meta_verb(command: str) -> str | None:
@@ -131,9 +147,11 @@ class TextWorldEnv(TextEnv):
 
     family: str = ""
 
+    #: the game generator's settings; each family's ``__init__`` sets them before calling this one
+    settings: dict[str, Any]
+
     def __init__(
         self,
-        settings: dict[str, Any],
         max_steps: int = 50,
         train_games: int = 20,
         heldout_games: int = 10,
@@ -142,6 +160,7 @@ class TextWorldEnv(TextEnv):
         admissible_commands: bool = False,
         games_dir: str | None = None,
         workers: int | None = None,
+        expert: str = "full",
         **kwargs: Any,
     ) -> None:
         super().__init__(max_steps=max_steps, **kwargs)
@@ -152,7 +171,10 @@ class TextWorldEnv(TextEnv):
                 raise ValueError(f"{name} must be an int from 0 to {HELDOUT_SEED_START}, got {value!r}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        self.settings = settings
+        if expert not in EXPERTS:
+            raise ValueError(f"expert must be one of {', '.join(EXPERTS)}, got {expert!r}")
+        if not isinstance(getattr(self, "settings", None), dict):
+            raise TypeError(f"{type(self).__name__} must set self.settings before TextWorldEnv.__init__")
         self.train_games = train_games
         self.heldout_games = heldout_games
         self.show_description = description
@@ -160,12 +182,17 @@ class TextWorldEnv(TextEnv):
         self.show_admissible = admissible_commands
         self.games_root = Path(games_dir).expanduser() if games_dir else default_root()
         self.workers = workers
+        self.expert = expert
+        self.expert_counts: dict[str, int] = {}  # the observed expert's answers by kind (act, explore, ...)
+        self._world: World | None = None  # the true state, read from the facts (privileged)
+        self._knowledge = Knowledge()  # what this episode's observations showed the agent
         self._game = None  # the textworld environment of the loaded game
         self._game_path: Path | None = None
         self._state = None  # TextWorld's GameState after the last step
         self._walkthrough: list[str] = []
         self._cursor = 0  # walkthrough commands done
         self._on_walkthrough = True
+        self._route_told = False  # the game's opening text narrates the walkthrough's moves
 
     # -- tasks ------------------------------------------------------------------------------
     def spec(self, task: Task) -> GameSpec:
@@ -222,7 +249,12 @@ class TextWorldEnv(TextEnv):
         self._walkthrough = [normalize_command(c) for c in state.get("extra.walkthrough") or []]
         self._cursor = 0
         self._on_walkthrough = True
-        return self._render(state)
+        obs = self._render(state)
+        self._route_told = route_told(obs, self._walkthrough)
+        self._world = World(state)
+        self._knowledge = Knowledge()
+        self._knowledge.observe(obs, self._world.room)
+        return obs
 
     def _step(self, action: str) -> tuple[str, float, bool, dict]:
         if self._game is None or self._state is None:
@@ -246,7 +278,11 @@ class TextWorldEnv(TextEnv):
         if terminated:
             info["success"] = bool(state["won"])
             info["won"], info["lost"] = bool(state["won"]), bool(state["lost"])
-        return self._render(state), reward, terminated, info
+        obs = self._render(state)
+        room_before, self._world = self._world.room, World(state)
+        self._knowledge.moved(room_before, self._world.room, self._world)
+        self._knowledge.observe(obs, self._world.room)
+        return obs, reward, terminated, info
 
     def _skip_done_steps(self, state) -> None:
         """TextWorld's walkthroughs repeat some steps already done ("open fridge" twice): skip what is not admissible."""
@@ -289,19 +325,46 @@ class TextWorldEnv(TextEnv):
             raise RuntimeError("call reset(task) before asking the expert")
         return list(self._state["policy_commands"] or [])
 
-    def _expert(self) -> ExpertAction:
+    def plan(self) -> list[str]:
+        """The full expert's plan from here: the rest of the walkthrough while on it, else TextWorld's
+        ``policy_commands`` (normalised). Raises when the game cannot be won from here."""
         if self._state is None:
             raise RuntimeError("call reset(task) before asking the expert")
         self._skip_done_steps(self._state)
         if self._on_walkthrough and self._cursor < len(self._walkthrough):
-            command = self._walkthrough[self._cursor]
-        else:
-            plan = self.policy_commands()
-            if not plan:
-                over = "won" if self._state["won"] else "lost" if self._state["lost"] else "unwinnable"
-                raise RuntimeError(f"no winning plan from this state: the game is {over}")
-            command = normalize_command(plan[0])
+            return self._walkthrough[self._cursor:]
+        plan = [normalize_command(c) for c in self.policy_commands()]
+        if not plan:
+            over = "won" if self._state["won"] else "lost" if self._state["lost"] else "unwinnable"
+            raise RuntimeError(f"no winning plan from this state: the game is {over}")
+        return plan
+
+    def full_expert_action(self) -> ExpertAction:
+        """What the full (privileged) expert does from here, whichever ``expert`` the env uses."""
+        command = self.plan()[0]
         return ExpertAction(action=command, thought=thought_for(command))
+
+    def observed_expert_action(self) -> tuple[ExpertAction, str]:
+        """What the observed expert does from here, and its kind: ``told`` (the walkthrough, which the
+        opening text narrates), ``act``, ``navigate``, ``explore`` or ``fallback``."""
+        plan = self.plan()
+        if self._route_told and self._on_walkthrough:
+            return ExpertAction(action=plan[0], thought=thought_for(plan[0])), "told"
+        admissible = {c.lower() for c in self._state["admissible_commands"]}
+        first, done = self._read_first()
+        return observed_expert(plan, self._world, self._knowledge, admissible, thought_for, first, done)
+
+    def _read_first(self) -> tuple[str | None, frozenset[str]]:
+        """What the observed expert must read before any other interaction (if anything), and the
+        reading commands it has already done (none by default)."""
+        return None, frozenset()
+
+    def _expert(self) -> ExpertAction:
+        if self.expert == "full":
+            return self.full_expert_action()
+        action, kind = self.observed_expert_action()
+        self.expert_counts[kind] = self.expert_counts.get(kind, 0) + 1
+        return action
 
     def close(self) -> None:
         if self._game is not None:
@@ -342,7 +405,14 @@ class CookingEnv(TextWorldEnv):
         for name, value in flags.items():
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, got {value!r}")
-        super().__init__(settings={"recipe": recipe, "take": take, "go": go, **flags}, **kwargs)
+        self.settings = {"recipe": recipe, "take": take, "go": go, **flags}
+        super().__init__(**kwargs)
+
+    def _read_first(self) -> tuple[str | None, frozenset[str]]:
+        # only the cookbook says which ingredients the meal needs and how to prepare them
+        if "ingredients:" in self._knowledge.text:
+            return None, frozenset({"examine cookbook"})
+        return "examine cookbook", frozenset()
 
 
 class CoinEnv(TextWorldEnv):
@@ -359,7 +429,8 @@ class CoinEnv(TextWorldEnv):
         # TextWorld 1.7 caps games at 100 rooms: (level // 100 + 1) * quest length
         if not isinstance(level, int) or not 1 <= level <= 300 or ((level - 1) // 100 + 1) * ((level - 1) % 100 + 1) > 100:
             raise ValueError(f"level must be from 1 to 300 with at most 100 rooms, got {level!r}")
-        super().__init__(settings={"level": level}, **kwargs)
+        self.settings = {"level": level}
+        super().__init__(**kwargs)
 
 
 class TreasureEnv(TextWorldEnv):
@@ -376,4 +447,5 @@ class TreasureEnv(TextWorldEnv):
     def __init__(self, level: int = 5, **kwargs: Any) -> None:
         if not isinstance(level, int) or not 1 <= level <= 30:
             raise ValueError(f"level must be from 1 to 30, got {level!r}")
-        super().__init__(settings={"level": level}, **kwargs)
+        self.settings = {"level": level}
+        super().__init__(**kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -99,6 +100,7 @@ def test_tasks_name_games_without_compiling_them(tmp_path):
         ("textworld/treasure-v1", {"level": 31}, "level"),
         ("textworld/treasure-v1", {"train_games": -1}, "train_games"),
         ("textworld/treasure-v1", {"heldout_games": 20000}, "heldout_games"),
+        ("textworld/cooking-v1", {"expert": "oracle"}, "expert"),
     ],
 )
 def test_bad_options_are_clear_errors(env_id, options, message):
@@ -353,3 +355,225 @@ def test_expert_wins_harder_cooking_games(tmp_path):
             won, *_ = run_expert(env, cap=100)
             assert won, task.id
     env.close()
+
+
+# -- the observed (realizable) expert ------------------------------------------------------------------
+
+# Multi-room cooking games: the ingredient, and often the kitchen, lie in rooms the player has not seen.
+MULTI_ROOM = {
+    "go6": dict(go=6, train_games=3, heldout_games=0),
+    "go9": dict(go=9, train_games=2, heldout_games=0),
+}
+HEADER = re.compile(r"-= (.+?) =-")
+# commands that could lose a cooking game or cut/cook something wrongly: never taken at random
+RISKY = ("eat", "drink", "cook", "slice", "dice", "chop")
+
+
+@pytest.fixture(scope="session")
+def multi_room_dir(tmp_path_factory):
+    """The multi-room games, compiled once, in parallel."""
+    root = tmp_path_factory.mktemp("textworld-multi-room")
+    specs = []
+    for options in MULTI_ROOM.values():
+        env = make_env("textworld/cooking-v1", games_dir=str(root), **options)
+        specs += [env.spec(t) for t in all_tasks(env)]
+    report = games.ensure_games(specs, root, progress=False)
+    assert not report.failed
+    return root
+
+
+def multi_room_env(name: str, root, **options) -> TextWorldEnv:
+    return make_env("textworld/cooking-v1", games_dir=str(root), max_steps=100, **{**MULTI_ROOM[name], **options})
+
+
+def observed_envs(first_prepare, games_dir, multi_room_dir):
+    """(label, env with expert=observed) over the multi-room games and every family's sample games."""
+    envs = [(name, multi_room_env(name, multi_room_dir, expert="observed")) for name in MULTI_ROOM]
+    envs += [(env_id, sample_env(env_id, games_dir, expert="observed", max_steps=100)) for env_id in FAMILIES]
+    return envs
+
+
+def phrase_in(name: str, text: str) -> bool:
+    return re.search(r"(?<![\w-])" + re.escape(name.lower()) + r"(?![\w-])", text.lower()) is not None
+
+
+class Seen:
+    """What an episode's observations showed, tracked from the texts alone (independently of the env):
+    all the text, and the text by room (the last ``-= Room =-`` header)."""
+
+    def __init__(self, first: str):
+        self.text, self.by_room, self.room = "", {}, None
+        self.add(first)
+
+    def add(self, obs: str) -> None:
+        heads = HEADER.findall(obs)
+        if heads:
+            self.room = heads[-1].lower()
+        self.text += "\n" + obs.lower()
+        self.by_room[self.room] = self.by_room.get(self.room, "") + "\n" + obs.lower()
+
+    def here(self) -> str:
+        return self.by_room.get(self.room, "")
+
+
+def thing_names(env: TextWorldEnv) -> list[str]:
+    """The names of the game's objects and rooms, longest first."""
+    infos = env._state["game"].infos.values()
+    names = {i.name.lower() for i in infos if i.name and i.type not in ("P", "I", "RECIPE", "ingredient")}
+    return sorted(names, key=len, reverse=True)
+
+
+def unseen_names(text: str, names: list[str], seen: Seen) -> list[str]:
+    """The names in ``text`` that no observation so far mentioned."""
+    text, unseen = text.lower(), []
+    for name in names:
+        if phrase_in(name, text):
+            text = re.sub(r"(?<![\w-])" + re.escape(name) + r"(?![\w-])", " ", text)
+            if not phrase_in(name, seen.text):
+                unseen.append(name)
+    return unseen
+
+
+def random_steps(env: TextWorldEnv, seen: Seen, rng: random.Random, n: int) -> bool:
+    """``n`` random harmless admissible commands (an agent's detour); whether the episode ended."""
+    for _ in range(n):
+        choices = [c for c in env._state["admissible_commands"] if not c.startswith(RISKY)]
+        obs, _, terminated, truncated, _ = env.step(rng.choice(choices))
+        seen.add(obs)
+        if terminated or truncated:
+            return True
+    return False
+
+
+def test_observed_expert_wins_every_game_and_needs_no_fallback(first_prepare, games_dir, multi_room_dir):
+    explored = 0
+    for label, env in observed_envs(first_prepare, games_dir, multi_room_dir):
+        full = multi_room_env(label, multi_room_dir) if label in MULTI_ROOM else sample_env(label, games_dir)
+        for task in all_tasks(env):
+            env.reset(task)
+            thoughts: list[str] = []
+            won, steps, total, invalid = run_expert(env, cap=100, thoughts=thoughts)
+            assert won and invalid == 0 and total == env._state["max_score"], (label, task.id)
+            assert all(2 <= len(t.split()) <= 16 for t in thoughts), thoughts
+            full.reset(task)
+            full_won, full_steps, *_ = run_expert(full, cap=100)  # the full expert: unchanged, never slower
+            assert full_won and full_steps <= steps
+        assert "fallback" not in env.expert_counts, (label, env.expert_counts)
+        explored += env.expert_counts.get("explore", 0) if label in MULTI_ROOM else 0
+        env.close(), full.close()
+    assert explored >= 5  # the multi-room games really made it search
+
+
+def test_observed_expert_names_only_what_the_episode_showed(first_prepare, games_dir, multi_room_dir):
+    """From the start and from an agent's detours: every object or room in the expert's action or
+    thought appeared in an earlier observation of the episode, every direction it goes was mentioned
+    in the current room, and it still wins."""
+    rng = random.Random(0)
+    checked = 0
+    for label, env in observed_envs(first_prepare, games_dir, multi_room_dir):
+        for task in all_tasks(env):
+            for detour in (0, 3, 8):
+                seen = Seen(env.reset(task))
+                if detour and random_steps(env, seen, rng, detour):
+                    continue
+                names = thing_names(env)
+                for _ in range(100):
+                    move = env.expert_action()
+                    assert not unseen_names(move.action, names, seen), (label, task.id, move, seen.text)
+                    assert not unseen_names(move.thought, names, seen), (label, task.id, move)
+                    words = move.action.split()
+                    if words[0] == "go":
+                        assert phrase_in(words[1], seen.here()), (label, task.id, move, seen.here())
+                    checked += 1
+                    obs, _, terminated, truncated, info = env.step(move.action)
+                    seen.add(obs)
+                    if terminated or truncated:
+                        break
+                assert info.get("success"), (label, task.id, detour)
+        env.close()
+    assert checked > 200
+
+
+def plan_target(env: TextWorldEnv) -> str | None:
+    """The full plan's next interaction: its first command that is no move and opens no door."""
+    doors = {name for name, kind in env._state["typed_entities"] if kind == "d"}
+    for command in env.plan():
+        if command.startswith("go ") or (command.startswith("open ") and command[5:] in doors):
+            continue
+        return command
+    return None
+
+
+def test_observed_expert_explores_while_the_target_is_unseen(multi_room_dir):
+    """Where the plan's next interaction needs a thing no observation has shown, the observed expert
+    does not do it, says what it has not found and explores; where everything it needs is in sight
+    here (and the recipe is read), it does what the full expert does."""
+    exploring = following = 0
+    for name in MULTI_ROOM:
+        env = multi_room_env(name, multi_room_dir, expert="observed")
+        for task in env.tasks("train"):
+            seen = Seen(env.reset(task))
+            names = thing_names(env)
+            for _ in range(100):
+                target = plan_target(env)
+                full = env.full_expert_action()
+                move = env.expert_action()
+                if target and unseen_names(target, names, seen):
+                    assert move.action != target and move.thought.startswith("I have not found"), (target, move)
+                    assert move.action.split()[0] in ("go", "open", "inventory", "look"), move
+                    exploring += 1
+                elif (full.action == target and target != "inventory" and "ingredients:" in seen.text
+                      and all(phrase_in(n, seen.here()) for n in names if phrase_in(n, target))):
+                    assert move.action == full.action, (target, move)
+                    following += 1
+                obs, _, terminated, truncated, _ = env.step(move.action)
+                seen.add(obs)
+                if terminated or truncated:
+                    break
+        env.close()
+    assert exploring >= 3 and following >= 5
+
+
+def test_observed_expert_reads_the_cookbook_before_taking_ingredients(first_prepare, games_dir):
+    """Off the walkthrough before the recipe was read (a wrong ingredient taken), TextWorld's replanned
+    policy goes straight for the right ingredient, which only the cookbook names; the observed expert reads it."""
+    env = sample_env("textworld/cooking-v1", games_dir, expert="observed")
+    cases = 0
+    for task in all_tasks(env):
+        env.reset(task)
+        wanted = [c for c in env.walkthrough if c.startswith("take ")]
+        others = [c for c in env._state["admissible_commands"]
+                  if c.startswith("take ") and c not in wanted and "cookbook" not in c]
+        if not others:
+            continue
+        env.step(others[0])
+        assert env.full_expert_action().action != "examine cookbook"
+        move = env.expert_action()
+        assert move.action == "examine cookbook" and move.thought == "Read the recipe first."
+        won, *_ = run_expert(env)
+        assert won
+        cases += 1
+    assert cases >= 1
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", list(FAMILIES))
+def test_observed_expert_is_the_full_expert_when_it_can_see_enough(first_prepare, games_dir, env_id):
+    """One-room cooking games show everything (the cookbook, the ingredients); coin collector and treasure
+    hunter narrate the walkthrough's moves in their opening text: the observed expert plays as the full one."""
+    full = sample_env(env_id, games_dir)
+    observed = sample_env(env_id, games_dir, expert="observed")
+    for task in all_tasks(full):
+        runs = []
+        for env in (full, observed):
+            env.reset(task)
+            actions = []
+            for _ in range(60):
+                move = env.expert_action()
+                actions.append((move.action, move.thought))
+                *_, terminated, truncated, _ = env.step(move.action)
+                if terminated or truncated:
+                    break
+            runs.append(actions)
+        assert runs[0] == runs[1], task.id
+    full.close(), observed.close()

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from agentclone.data import Trajectory
 from agentclone.selectors.base import StepSelector, eligible_steps, make_selector, step_budget
-from agentclone.trainers.base import BuildContext, BuilderConfig, DataBuilder
+from agentclone.builders.base import BuildContext, BuilderConfig, DataBuilder
 
 
 class CriticalConfig(BuilderConfig):

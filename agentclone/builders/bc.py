@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from agentclone.data import Trajectory
-from agentclone.trainers.base import BuildContext, BuilderConfig, DataBuilder
+from agentclone.builders.base import BuildContext, BuilderConfig, DataBuilder
 
 
 class BCConfig(BuilderConfig):

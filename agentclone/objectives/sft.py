@@ -1,0 +1,35 @@
+"""``sft``: supervised fine-tuning with TRL's SFTTrainer, loss exactly where the builder said."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentclone.objectives.base import Objective
+
+
+class SFT(Objective):
+    name = "sft"
+    accepts = ("conversation", "completion")
+
+    def config_class(self) -> type:
+        from trl import SFTConfig
+
+        return SFTConfig
+
+    def config_fields(self, settings) -> dict[str, Any]:
+        return {
+            # TRL refuses max_length with padding_free (it would not truncate); the rows are already cut to it
+            "max_length": None if settings.padding_free else settings.max_length,
+            "padding_free": settings.padding_free,
+        }
+
+    def dataset(self, samples, tokenizer, fmt, max_length):
+        from agentclone.training import tokenize_trajectories
+
+        return tokenize_trajectories(samples, tokenizer, fmt, max_length)
+
+    def trainer(self, model, args, dataset, tokenizer, peft_config):
+        from trl import SFTTrainer
+
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config)
