@@ -25,9 +25,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentclone run recipes/quickstart.yaml --output $(OUT)
 
-# MiniWoB++ runs second and needs Chromium (.ci/run installs it): fail, never skip, without it
+# MiniWoB++ runs second and needs Debian's Chromium (installed here when missing): fail, never skip, without it
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
+	command -v chromedriver >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	AGENTCLONE_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -ra plugins/miniwob
 
 test-fast: $(STAMP)

@@ -135,6 +135,16 @@ def resolve_model(name: str, log=None) -> str:
     )
 
 
+def check_model(name: str) -> None:
+    """What ``resolve_model`` would refuse, checked without loading or converting anything (a recipe is
+    checked when it is loaded). Raises ``ModelNotFoundError``."""
+    from agentclone.plugins import get_registry
+
+    if name in get_registry().models or Path(name).expanduser().is_dir():
+        return
+    resolve_model(name)  # raises for anything it cannot use; a hub id in the local cache passes
+
+
 def _looks_like_path(name: str) -> bool:
     """``./m``, ``~/m``, ``/abs/m``, ``runs/x/model``: a directory, not a hub id (``org/name``)."""
     return name.startswith((".", "~", os.sep)) or name.count("/") > 1 or os.sep != "/" and os.sep in name

@@ -360,6 +360,12 @@ def _check_plugins(recipe: Recipe, source: str) -> None:
             check_env_options(recipe.env.id, recipe.env.kwargs)
         except UserError as exc:
             raise RecipeError(f"{source}: env.kwargs: {exc}") from None
+    from agentclone.models import ModelNotFoundError, check_model
+
+    try:
+        check_model(recipe.model)
+    except ModelNotFoundError as exc:
+        raise RecipeError(f"{source}: model: {exc}") from None
     backends = [("collect.policy", recipe.collect.policy), ("eval.backend", recipe.eval.backend)]
     backends += [(f"{w}.collect.policy", r.collect.policy) for w, r in
                  [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds) for i, v in enumerate(recipe.variants)]

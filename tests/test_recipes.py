@@ -77,3 +77,11 @@ def test_environment_options_are_checked_when_the_recipe_is_loaded(tmp_path, cou
         load_recipe(write(tmp_path, "env: {id: test/counter-v0, kwargs: {targets: many}}\n"))
     with pytest.raises(RecipeError, match=r"env.kwargs: .*'target'.*unknown option"):
         load_recipe(write(tmp_path, "env: {id: test/counter-v0, kwargs: {target: 3}}\n"))
+
+
+def test_a_model_that_does_not_exist_fails_when_the_recipe_is_loaded(tmp_path, counter_env_registered):
+    """Review item 8: a missing model path surfaced as a deep transformers message only at the train stage."""
+    with pytest.raises(RecipeError, match=r"model: model '\./no/such/model': no such directory"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\nmodel: ./no/such/model\n"))
+    with pytest.raises(RecipeError, match=r"model: model 'nobody/nothing' is not a registered alias.*offline"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\nmodel: nobody/nothing\n"))
