@@ -52,7 +52,7 @@ def test_state_choices_failed_only_aggregation_and_expert_demos():
     ctx = BuildContext(expert_demos=[demo()], earlier_rollouts=[[rollout("old")]])
     builder = make_builder("leap", {})
     mixed = builder.build([rollout()], ctx)
-    assert [s.id for s in mixed] == ["e:old#0@0", "e:old#0@1", "e:t#0@0", "e:t#0@1", "e:d#0"]
+    assert [s.id for s in mixed] == ["e:old#0@0~round_1", "e:old#0@1~round_1", "e:t#0@0", "e:t#0@1", "e:d#0"]
     assert all(s.loss for s in mixed[-1].steps)  # the demonstration as behaviour cloning
     assert builder.report["targets_round_1"] == 2 and builder.report["expert_demos"] == 1
     no_aggregate = make_builder("leap", {"aggregate": False, "expert_demos": 0.0}).build([rollout()], ctx)
@@ -111,3 +111,11 @@ def test_a_builder_whose_samples_the_objective_cannot_train_is_refused(counter_e
             validate_recipe({"env": {"id": "test/counter-v0"}, "builder": {"name": "pairs"}})
     finally:
         get_registry().builders.pop("pairs")
+
+
+def test_aggregated_rounds_give_every_sample_its_own_id():
+    """The same task and repetition each round: without the round in the id, samples of two rounds collided
+    (the baseline's token count, keyed by id, came out short)."""
+    builder = make_builder("leap", {"expert_demos": 0.0})
+    samples = builder.build([rollout()], BuildContext(earlier_rollouts=[[rollout()], [rollout()]]))
+    assert len(samples) == 6 and len({s.id for s in samples}) == 6

@@ -143,7 +143,7 @@ def test_step_pairs_the_experts_answer_over_the_agents_own_at_each_disagreement(
         s.expert = None
     aggregated = make_builder("step-pairs", {"aggregate": True})
     pairs = aggregated.build([unlabelled], BuildContext(earlier_rollouts=[[rollout("old")]]))
-    assert [p.id for p in pairs] == ["e:old#0@0", "e:old#0@1"]
+    assert [p.id for p in pairs] == ["e:old#0@0~round_1", "e:old#0@1~round_1"]
     assert aggregated.stats.dropped == {"no expert labels (collect with expert_labels: true)": 1}
     assert aggregated.report["pairs_round_1"] == 2
 

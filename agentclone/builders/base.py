@@ -101,3 +101,9 @@ class RolloutBuilder(DataBuilder):
         self.stats.steps = self.counts["states"]
         self.stats.loss_steps = len(out)
         return out
+
+
+def state_id(traj: Trajectory, k: int, label: str) -> str:
+    """A sample's id for state ``k`` of a rollout: unique across aggregated rounds, whose episodes share
+    ids (the same task and repetition each round)."""
+    return f"{traj.id}@{k}" if label == "this_round" else f"{traj.id}@{k}~{label}"

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agentclone.builders.base import BuildContext, BuilderConfig, RolloutBuilder, labelled_states
+from agentclone.builders.base import BuildContext, BuilderConfig, RolloutBuilder, labelled_states, state_id
 from agentclone.data import Step, Trajectory
 
 
@@ -62,27 +62,27 @@ class Leap(RolloutBuilder):
             return disagree
         return [i for i in labelled if disagree and i >= disagree[0]]
 
-    def sample(self, traj: Trajectory, k: int) -> Trajectory:
+    def sample(self, traj: Trajectory, k: int, label: str = "this_round") -> Trajectory:
         """The agent's history before state ``k`` (no loss), then the expert's answer at ``k`` (loss)."""
         cfg: LeapConfig = self.config
         history = [s.model_copy(update={"loss": False, "expert": None, "selection": None}) for s in traj.steps[:k]]
         here = traj.steps[k]
-        label = here.expert
+        expert = here.expert
         target = Step(
             observation=here.observation,
-            thought=label.thought if cfg.include_thoughts else None,
-            action=label.action,
+            thought=expert.thought if cfg.include_thoughts else None,
+            action=expert.action,
             loss=True,
             info={"target": "expert", "agent_action": here.action, "agent_invalid": here.invalid},
         )
-        return traj.model_copy(update={"id": f"{traj.id}@{k}", "steps": [*history, target]}, deep=True)
+        return traj.model_copy(update={"id": state_id(traj, k, label), "steps": [*history, target]}, deep=True)
 
     def build(self, trajectories: list[Trajectory], context: BuildContext) -> list[Trajectory]:
         cfg: LeapConfig = self.config
         out: list[Trajectory] = []
         for label, traj in self._rollouts(trajectories, context):
             for k in self.targets(traj):
-                out.append(self.sample(traj, k))
+                out.append(self.sample(traj, k, label))
                 self.counts[f"targets_{label}"] += 1
                 self.counts["targets_after_invalid"] += k > 0 and traj.steps[k - 1].invalid
         self.counts["targets"] = len(out)

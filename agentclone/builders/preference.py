@@ -28,7 +28,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from agentclone.builders.base import BuildContext, BuilderConfig, DataBuilder, RolloutBuilder, labelled_states
+from agentclone.builders.base import (
+    BuildContext,
+    BuilderConfig,
+    DataBuilder,
+    RolloutBuilder,
+    labelled_states,
+    state_id,
+)
 from agentclone.data import Trajectory
 from agentclone.preferences import LabelledCompletion, PreferencePair
 from agentclone.prompting import ActionFormat, assistant_text, trajectory_messages
@@ -66,7 +73,7 @@ class StepPairs(RolloutBuilder):
                     self.counts["skipped_same_text"] += 1
                     continue
                 out.append(PreferencePair(
-                    id=f"{traj.id}@{k}", task_id=traj.task_id, level="step",
+                    id=state_id(traj, k, label), task_id=traj.task_id, level="step",
                     prompt=messages[: 2 + 2 * k],
                     chosen=[{"role": "assistant", "content": chosen}],
                     rejected=[{"role": "assistant", "content": rejected}],
@@ -98,7 +105,7 @@ class KTOLabels(RolloutBuilder):
         cfg: KTOLabelsConfig = self.config
         fmt = ActionFormat(context.format)
         out: list[LabelledCompletion] = []
-        for _label, traj in self._rollouts(trajectories, context):
+        for label, traj in self._rollouts(trajectories, context):
             messages, _ = trajectory_messages(traj, fmt)
             for k in labelled_states(traj):
                 step = traj.steps[k]
@@ -108,7 +115,7 @@ class KTOLabels(RolloutBuilder):
                         "agent_invalid": step.invalid}
                 if (agrees and cfg.agreements) or (not agrees and cfg.disagreements):
                     out.append(LabelledCompletion(
-                        id=f"{traj.id}@{k}:agent", task_id=traj.task_id, prompt=prompt, desirable=agrees,
+                        id=f"{state_id(traj, k, label)}:agent", task_id=traj.task_id, prompt=prompt, desirable=agrees,
                         completion=[{"role": "assistant", "content": assistant_text(step, fmt)}],
                         info={**info, "answer": "agent"},
                     ))
@@ -116,7 +123,7 @@ class KTOLabels(RolloutBuilder):
                 if not agrees and cfg.expert_at_disagreements:
                     text = fmt.render(step.expert.action, step.expert.thought if cfg.include_thoughts else None)
                     out.append(LabelledCompletion(
-                        id=f"{traj.id}@{k}:expert", task_id=traj.task_id, prompt=prompt, desirable=True,
+                        id=f"{state_id(traj, k, label)}:expert", task_id=traj.task_id, prompt=prompt, desirable=True,
                         completion=[{"role": "assistant", "content": text}], info={**info, "answer": "expert"},
                     ))
                     self.counts["desirable_expert"] += 1
