@@ -79,6 +79,25 @@ def test_rounds_redo_every_round_after_a_changed_train_setting(tmp_path, counter
     assert meta["init_adapter"] == str(out / "round-1" / "adapter")
 
 
+def test_a_rounds_run_killed_anywhere_resumes_without_redoing_finished_work(tmp_path, counter_env_registered,
+                                                                            tiny_model):
+    """As if killed twice: after round 2's adapter was saved but before its stage was marked done, and in the
+    middle of round 2's evaluation (one episode written)."""
+    out = tmp_path / "rounds"
+    run_recipe(rounds_recipe(tiny_model), out)
+    stamp = out / "round-2" / ".adapter.inputs"
+    stamp.write_text(stamp.read_text().replace('"done": true', '"done": false'))
+    evals = out / "round-2" / "eval.jsonl"
+    first, *_ = evals.read_text().splitlines(keepends=True)
+    evals.write_text(first)
+    (out / "round-2" / ".eval.jsonl.inputs").write_text(
+        (out / "round-2" / ".eval.jsonl.inputs").read_text().replace('"done": true', '"done": false'))
+    again = run_recipe(rounds_recipe(tiny_model), out)
+    assert ran(again) == ["round-2 eval"]
+    resumed = read_trajectories(evals)
+    assert len(resumed) == 2 and resumed[0].to_json_line() == first.strip()
+
+
 def test_recipe_stages_apply_to_rounds(tmp_path, counter_env_registered, tiny_model):
     recipe = rounds_recipe(tiny_model).model_copy(update={"stages": ["collect"]})
     result = run_recipe(recipe, tmp_path / "r")
