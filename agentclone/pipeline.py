@@ -18,6 +18,7 @@ complete and current, resumes what is partial, and moves aside what other inputs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -59,6 +60,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
         result = run_rounds(recipe, out, runner)
     else:
         result = {"report": run_single(recipe, out, runner)}
+    atomic_write_text(out / "stages.json", json.dumps(runner.outcomes, indent=2))
     return {"timings": runner.timings, "stages": runner.outcomes, **result}
 
 

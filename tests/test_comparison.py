@@ -126,7 +126,7 @@ def test_variants_run_once_per_shared_stage_and_write_the_comparison(tmp_path, c
     run_recipe(changed, out)
     rdir = out / "variants" / "random-lr"
     assert json.loads((rdir / "adapter" / "agentclone.json").read_text())["settings"]["learning_rate"] == 0.02
-    assert list(rdir.glob("adapter.stale-*")) and list(rdir.glob("eval.stale-*"))
+    assert list(rdir.glob("adapter.stale-*")) and list((rdir / "eval").glob("adapter.stale-*.jsonl"))
     for p, t in adapters.items():
         assert (p.stat().st_mtime == t) == ("random-lr" not in str(p))
     assert len((rdir / "eval" / "adapter.jsonl").read_text().splitlines()) == 3

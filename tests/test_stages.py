@@ -36,6 +36,8 @@ def test_plain_recipe_redoes_only_what_a_changed_setting_touches(tmp_path, count
     first = run_recipe(plain(tiny_model), out)
     assert ran(first) == ["build", "collect", "eval adapter", "eval base", "train"]
     assert ran(run_recipe(plain(tiny_model), out)) == []  # everything complete and current
+    # the run folder says what this run did, also when it did nothing
+    assert set(json.loads((out / "stages.json").read_text()).values()) == {"skipped"}
     # a train setting: the adapter and its evaluation, nothing else
     changed = run_recipe(plain(tiny_model, train={"learning_rate": 0.01}), out)
     assert ran(changed) == ["eval adapter", "train"]
