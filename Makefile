@@ -25,10 +25,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentclone run recipes/quickstart.yaml --output $(OUT)
 
-# MiniWoB++ runs second and needs Debian's Chromium (installed here when missing): fail, never skip, without it
+# The run viewer's tests (tests/test_viewer.py) and MiniWoB++ (second) need Debian's Chromium, installed
+# here first when missing: fail, never skip, without it
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
 	command -v chromedriver >/dev/null || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	AGENTCLONE_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -ra
 	AGENTCLONE_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q -ra plugins/miniwob
 
 test-fast: $(STAMP)
@@ -57,3 +58,8 @@ test-miniwob: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+.PHONY: test-babyai
+test-babyai: $(STAMP)
+	$(BIN)/pip install -q -e plugins/babyai
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra plugins/babyai

@@ -61,3 +61,14 @@ def register_step_selectors(register):
 
     for selector in (LLMJudge, DisagreementSteps, ProgressSteps, RandomSteps, AllSteps):
         register(selector.name, selector)
+
+
+@hookimpl
+def register_formats(register):
+    from agentclone.formats.agentgym import AgentGym
+    from agentclone.formats.llamafactory import LlamaFactory
+    from agentclone.formats.openai import OpenAIMessages
+    from agentclone.formats.sharegpt import ShareGPT
+
+    for fmt in (AgentGym, ShareGPT, OpenAIMessages, LlamaFactory):
+        register(fmt.name, fmt)

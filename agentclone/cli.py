@@ -394,6 +394,202 @@ def new_plugin(
               highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command()
+def view(
+    target: Path = typer.Argument(..., metavar="DIR_OR_FILE", help="a run folder (plain, variants: or rounds:) or a "
+                                  "trajectory file (.jsonl, .parquet)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write one self-contained HTML page here "
+                                          "and exit (default: serve the page until Ctrl-C)"),
+    port: int = typer.Option(0, help="port to serve on, on 127.0.0.1 (0: any free port)"),
+) -> None:
+    """See a run in the browser: summary, per-task outcomes, episodes step by step, training curves."""
+    from agentclone.viewer import serve as serve_page
+    from agentclone.viewer import write_page
+
+    if output is not None:
+        write_page(target, output)
+        err.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); open it in a browser", highlight=False,
+                  markup=False, soft_wrap=True)
+        return
+
+    def ready(url: str) -> None:
+        print(f"serving {target} at {url} (Ctrl-C stops it)", flush=True)
+
+    try:
+        serve_page(target, port=port, on_ready=ready)
+    except KeyboardInterrupt:
+        err.print("stopped", highlight=False)
+    except OSError as exc:
+        _fail(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}")
+
+
+# -- your own data: trajectory formats of the field, and the merged model (agentclone.formats) ----
+
+
+def _action_format(fmt_name: str):
+    from agentclone.prompting import ActionFormat
+
+    if fmt_name not in ("thought-action", "action"):
+        _fail(f"--format must be thought-action or action, got {fmt_name!r}")
+    return ActionFormat(fmt_name)
+
+
+@app.command("import")
+def import_cmd(
+    file: Path = typer.Argument(..., help="a file in FORMAT: a JSON array or JSON Lines"),
+    from_format: str = typer.Option(..., "--from", help="agentgym, sharegpt, openai, llamafactory (or a plugin's format)"),
+    output: Path = typer.Option(..., "--output", "-o", help="agentclone trajectory file to write (JSONL)"),
+    env: str = typer.Option("imported", "--env", help="env_id of the imported trajectories"),
+    successful: bool = typer.Option(False, "--successful", help="mark the trajectories successful (the formats do "
+                                                                "not say; `build --builder bc` keeps only successful ones)"),
+    loss: str = typer.Option("all", "--loss", help="assistant turns without a loss flag in the file: all, or last "
+                                                    "(only each conversation's last assistant turn)"),
+    fmt_name: str = typer.Option("thought-action", "--format", help="how the agent answers: thought-action or action"),
+) -> None:
+    """Convert trajectories from another format (AgentGym, ShareGPT, OpenAI messages, LLaMA-Factory) into an
+    agentclone trajectory file, keeping per-turn loss flags."""
+    from agentclone.formats import ImportOptions, import_file, make_format
+
+    if loss not in ("all", "last"):
+        _fail(f"--loss must be all or last, got {loss!r}")
+    opts = ImportOptions(env_id=env, success=successful, loss=loss, fmt=_action_format(fmt_name))
+    fmt = make_format(from_format)
+    stats = import_file(fmt, file, output, opts)
+    err.print(f"imported {stats.records} trajectories ({stats.steps} steps) from {file} ({fmt.name}) into {output}",
+              highlight=False, markup=False, soft_wrap=True)
+    sources = []
+    if stats.flagged_turns:
+        sources.append(f"{stats.flagged_turns} assistant turns from the file's own loss flags")
+    if stats.rule_turns:
+        sources.append(f"{stats.rule_turns} by --loss {loss} (no flag in the file)")
+    err.print(f"loss on {stats.loss_steps} of {stats.steps} steps: {'; '.join(sources) or 'no assistant turns'}",
+              highlight=False, markup=False, soft_wrap=True)
+    if not successful and stats.records > stats.meta_restored:
+        err.print("success: unknown in these records, so recorded as false; `agentclone train` uses the file as it "
+                  "is, `build --builder bc` drops unsuccessful trajectories (pass --successful, or "
+                  "--option only_successful=false)", highlight=False, markup=False, soft_wrap=True)
+    if stats.meta_restored or stats.meta_stale:
+        err.print(f"{stats.meta_restored} trajectories restored exactly from their 'agentclone' key; "
+                  f"{stats.meta_stale} had messages that no longer match it (their messages were used)",
+                  highlight=False, markup=False, soft_wrap=True)
+    if stats.verbatim_steps:
+        err.print(f"{stats.verbatim_steps} assistant turns kept verbatim (not in agentclone's rendering of "
+                  f"'{fmt_name}'; {stats.unparsed_steps} of them have no parsable 'Action:' line)",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_cmd(
+    data: Path = typer.Argument(..., help="agentclone trajectory file (.jsonl or .parquet)"),
+    to_format: str = typer.Option(..., "--to", help="agentgym, sharegpt, openai, llamafactory (or a plugin's format)"),
+    output: Path = typer.Option(..., "--output", "-o", help="file to write: .json is a JSON array, else JSON Lines"),
+    fmt_name: str = typer.Option("thought-action", "--format", help="how the agent answers: thought-action or action"),
+    name: Optional[str] = typer.Option(None, "--name", help="dataset name in llamafactory's dataset_info.json "
+                                                            "(default: the output file's stem)"),
+    keep_meta: bool = typer.Option(False, "--keep-meta", help="also store each whole trajectory under the record's "
+                                                              "'agentclone' key, so `import` gives it back exactly"),
+) -> None:
+    """Write agentclone trajectories in another format: the chat messages agentclone trains on, with loss flags
+    where the format has them."""
+    from agentclone.data import iter_trajectories, load_parquet
+    from agentclone.formats import ExportOptions, export_file, make_format
+
+    opts = ExportOptions(fmt=_action_format(fmt_name), name=name, keep_meta=keep_meta)
+    fmt = make_format(to_format)
+    trajs = load_parquet(data) if data.suffix == ".parquet" else iter_trajectories(data, on_torn="raise")
+    stats = export_file(fmt, trajs, output, opts)
+    loss = "with per-turn loss flags" if fmt.carries_loss else "no per-turn loss flags in this format"
+    err.print(f"exported {stats.records} trajectories ({stats.steps} assistant turns, {stats.loss_steps} with loss; "
+              f"{loss}) to {output} ({fmt.name})", highlight=False, markup=False, soft_wrap=True)
+    if stats.skipped_empty:
+        err.print(f"skipped {stats.skipped_empty} trajectories without steps", highlight=False, markup=False)
+    for note in stats.notes:
+        err.print(note, style="yellow" if note.startswith("warning") or "no per-turn" in note else None,
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("export-model")
+def export_model_cmd(
+    adapter: Path = typer.Argument(..., help="LoRA adapter directory (from train or run)"),
+    output: Path = typer.Option(..., "--output", "-o", help="directory for the merged model (must not exist or be empty)"),
+    model: Optional[str] = typer.Option(None, "--model", help="base model alias, directory or hub id (default: "
+                                                              "the one the adapter was trained on)"),
+    vllm_lora: Optional[Path] = typer.Option(None, "--vllm-lora", help="also write the adapter alone here, as vLLM's "
+                                                                       "--lora-modules NAME=DIR takes it"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16 for the merged weights"),
+) -> None:
+    """Merge a LoRA adapter into its base model and save a model plain transformers loads (no peft), with its
+    tokenizer and chat template."""
+    from agentclone.model_export import export_merged, export_vllm_lora
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        _fail(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    info = export_merged(adapter, output, base_model=model, dtype=dtype)
+    err.print(f"merged model saved in {output} (base {info['base_model']}, {info['merged_modules']} LoRA modules "
+              f"merged, {dtype}); load it with AutoModelForCausalLM.from_pretrained({str(output)!r})",
+              highlight=False, markup=False, soft_wrap=True)
+    if vllm_lora is not None:
+        export_vllm_lora(adapter, vllm_lora)
+        err.print(f"adapter for vLLM in {vllm_lora}: vllm serve BASE --enable-lora --lora-modules NAME={vllm_lora}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def curate(
+    input: Path = typer.Argument(..., help="trajectory file (JSONL)"),
+    output: Path = typer.Option(..., "--output", "-o", help="the curated trajectories (JSONL); the input byte for byte without filters"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write the quality report here (JSON)"),
+    drop_duplicates: bool = typer.Option(False, "--drop-duplicates", help="drop later copies of a trajectory (same task, same steps)"),
+    drop_failed: bool = typer.Option(False, "--drop-failed", help="drop trajectories that did not succeed"),
+    drop_looping: bool = typer.Option(False, "--drop-looping", help="drop trajectories that repeat an (observation, action) pair"),
+    drop_conflicting: bool = typer.Option(False, "--drop-conflicting", help="turn off the loss of steps whose action disagrees with the majority at the same state"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="drop trajectories longer than N steps"),
+    min_return: Optional[float] = typer.Option(None, "--min-return", help="drop trajectories whose return is below X"),
+    outlier_z: Optional[float] = typer.Option(None, "--outlier-z", help="drop length and return outliers (robust z-score above Z)"),
+) -> None:
+    """Measure a trajectory set's quality (duplicates, conflicting actions, loops, ...) and filter it."""
+    from agentclone.curate import CurateOptions, curate_file
+    from agentclone.data import atomic_write_text
+
+    options = CurateOptions(drop_failed=drop_failed, max_steps=max_steps, min_return=min_return, outlier_z=outlier_z,
+                            drop_looping=drop_looping, drop_duplicates=drop_duplicates, drop_conflicting=drop_conflicting)
+    result = curate_file(input, output, options)
+    if report is not None:
+        atomic_write_text(report, json.dumps(result, indent=2))
+    before, after = result["before"], result["after"]
+
+    def spread(s: dict) -> str:
+        return "-" if s["min"] is None else f"{s['min']:g} / {s['median']:g} / {s['max']:g}"
+
+    def entropy(x) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    rows = [
+        ("episodes", before["episodes"], after["episodes"]),
+        ("steps (with loss)", f"{before['steps']} ({before['loss_steps']})", f"{after['steps']} ({after['loss_steps']})"),
+        ("duplicate trajectories", before["duplicates"]["trajectories"], after["duplicates"]["trajectories"]),
+        ("repeated / conflicting states", f"{before['repeated_states']} / {before['conflicting_states']}",
+         f"{after['repeated_states']} / {after['conflicting_states']}"),
+        ("mean action entropy (bits)", entropy(before["action_entropy_bits"]), entropy(after["action_entropy_bits"])),
+        ("looping trajectories", before["looping"]["trajectories"], after["looping"]["trajectories"]),
+        ("length min / median / max", spread(before["length"]), spread(after["length"])),
+        ("return min / median / max", spread(before["return"]), spread(after["return"])),
+        ("invalid-action rate", f"{before['invalid_action_rate']:.1%}", f"{after['invalid_action_rate']:.1%}"),
+        ("success rate", f"{before['success_rate']:.1%}", f"{after['success_rate']:.1%}"),
+        ("tasks", before["tasks"], after["tasks"]),
+    ]
+    table = Table("", "input", "output")
+    for name, a, b in rows:
+        table.add_row(name, str(a), str(b))
+    console.print(table)
+    for reason, r in result["removed"].items():
+        what = (f"loss off on {r['steps_loss_off']} steps of {r['trajectories_touched']} trajectories"
+                if reason == "conflicting" else f"removed {r['trajectories']} trajectories ({r['steps']} steps)")
+        err.print(f"{reason}: {what}", highlight=False, markup=False)
+    err.print(f"wrote {output}" + (" (the input, unchanged)" if not result["removed"] else ""), highlight=False,
+              markup=False)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions a user causes and fixes: printed as one line, no traceback."""
     from agentclone.data import TrajectoryFileError

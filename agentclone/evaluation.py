@@ -57,7 +57,8 @@ def expert_stats(trajs: list[Trajectory]) -> dict:
             recovered += t.success
     if not labelled:
         return {}
-    return {"expert_agreement": agree / labelled, "labelled_states": labelled,
+    return {"expert_agreement": agree / labelled, "action_divergence": 1 - agree / labelled,
+            "labelled_states": labelled,
             "episodes_off_expert_path": left, "recovered": recovered,
             "recovery_rate": recovered / left if left else None}
 
@@ -95,7 +96,8 @@ def summarize(trajs: list[Trajectory]) -> dict:
 
 def write_report(results: dict[str, list[Trajectory]], out_dir: str | Path, title: str = "agentclone evaluation",
                  extra: dict | None = None) -> dict:
-    """Write ``report.json``, ``report.md`` and ``report.png`` for each named policy's trajectories."""
+    """Write ``report.json``, ``report.md``, ``report.png`` and ``report.html`` (``agentclone.viewer``) for each
+    named policy's trajectories."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {name: summarize(trajs) for name, trajs in results.items()}
@@ -108,6 +110,9 @@ def write_report(results: dict[str, list[Trajectory]], out_dir: str | Path, titl
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     atomic_write_text(out_dir / "report.md", render_markdown(report, title))
     plot_report(report, out_dir / "report.png", title)
+    from agentclone.viewer import write_report_html  # report.html: the run in the browser; a failure only warns
+
+    write_report_html(out_dir, results)
     return report
 
 
@@ -125,6 +130,15 @@ def render_markdown(report: dict, title: str) -> str:
         )
     if "improvement" in report:
         lines += ["", f"Adapter minus base: **{report['improvement']['success_rate_points']:+.1f} points** of success rate."]
+    labelled = [name for name in names if "expert_agreement" in report[name]]
+    if labelled:  # expert labels on the agent's own states: divergence = 1 - agreement
+        lines += ["", "## Agreement with the expert on the agent's own states", "",
+                  "| policy | success rate | expert agreement | action divergence | labelled states |",
+                  "|---|---|---|---|---|"]
+        for name in labelled:
+            r = report[name]
+            lines.append(f"| {name} | {r['success_rate']:.1%} | {r['expert_agreement']:.1%} "
+                         f"| {r['action_divergence']:.1%} | {r['labelled_states']} |")
     kinds = sorted({k for name in names for k in report[name]["by_kind"]})
     if len(kinds) > 1 or (kinds and kinds != ["all"]):
         lines += ["", "## By task kind", "", "| kind | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

@@ -53,5 +53,11 @@ def register_policy_backends(register):
 
 
 @hookspec
+def register_formats(register):
+    """Register trajectory file formats: ``register(name, format_class)`` (a ``agentclone.formats.Format``),
+    read by ``agentclone import --from NAME`` and written by ``agentclone export --to NAME``."""
+
+
+@hookspec
 def register_models(register):
     """Register model aliases: ``register(alias, resolver)``; the resolver returns a local directory."""

@@ -55,6 +55,7 @@ HOOK_TABLES = {
     "register_step_selectors": "step_selectors",
     "register_policy_backends": "policy_backends",
     "register_models": "models",
+    "register_formats": "formats",
 }
 DEPRECATED_HOOKS = {"register_trainers": "register_builders"}
 
@@ -65,6 +66,7 @@ KINDS = {
     "step_selector": ("step_selectors", "step selector"),
     "policy_backend": ("policy_backends", "policy backend"),
     "objective": ("objectives", "objective"),
+    "format": ("formats", "trajectory format"),
 }
 
 
@@ -129,6 +131,7 @@ class Registry:
         self.step_selectors: dict[str, Any] = {}
         self.policy_backends: dict[str, Any] = {}
         self.models: dict[str, Callable[..., Any]] = {}
+        self.formats: dict[str, Any] = {}
         self.plugins: list[PluginInfo] = []
         self.failures: list[LoadFailure] = []
         self.conflicts: list[Conflict] = []
@@ -330,7 +333,7 @@ def lookup(kind: str, name: str) -> Any:
 
 def create(kind: str, name: str, /, **options: Any) -> Any:
     """Make the registered ``name`` of ``kind`` (environment, builder, step_selector,
-    policy_backend, objective) with ``options``.
+    policy_backend, objective, format) with ``options``.
 
     A class with a pydantic ``Config`` gets the options as one dict (validated by the
     Config); anything else gets them as keyword arguments (checked against its signature

@@ -72,7 +72,10 @@ def system_prompt(instructions: str, fmt: ActionFormat) -> str:
 
 
 def assistant_text(step: Step, fmt: ActionFormat) -> str:
-    """What the assistant said at ``step``: the model's raw text only when it failed to parse."""
+    """What the assistant said at ``step``: the model's raw text only when it failed to parse, or when
+    the step was imported with its text kept as it was (``info["verbatim"]``, ``agentclone.formats``)."""
+    if step.raw_output is not None and step.info.get("verbatim"):
+        return step.raw_output
     if step.invalid and step.raw_output is not None and step.info.get("parse_error"):
         return step.raw_output.strip()
     return fmt.render(step.action, step.thought)

@@ -21,6 +21,7 @@ setting redoes exactly the rounds it affects. Output layout::
     DIR/round-<k>/eval.jsonl         held-out rollouts of that adapter
     DIR/round-<k>/baseline/          the same for the baseline chain
     DIR/rounds.{json,md}             success, paired comparison, recovery and agreement per round
+    DIR/report.html                  the rounds in the browser (agentclone.viewer)
 """
 
 from __future__ import annotations
@@ -266,6 +267,9 @@ def write_rounds_report(out: Path, recipe: Recipe, rows: list[dict], label: str 
             f"| {r['mean_steps']:.1f} | {r.get('train_tokens') or '-'} | {r.get('train_wall_s') or '-'} |"
         )
     atomic_write_text(out / "rounds.md", "\n".join(lines) + "\n")
+    from agentclone.viewer import write_report_html  # report.html beside rounds.md; a failure only warns
+
+    write_report_html(out)
 
 
 __all__ = ["run_rounds", "match_tokens", "recovery_stats", "round_summary", "write_rounds_report", "fingerprint"]

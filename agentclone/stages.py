@@ -319,7 +319,9 @@ def train_stage(runner: StageRunner, name: str, recipe: Recipe, settings, data: 
 
     def inputs() -> dict:
         trajs = objective.read_samples(data) if data.exists() else []
-        return {"data": data_hash(trajs), "train": settings, "model": recipe.model, "format": recipe.format,
+        # where the trainer logs (report_to) does not change the adapter: not an input
+        return {"data": data_hash(trajs), "train": settings.model_dump(exclude={"report_to"}), "model": recipe.model,
+                "format": recipe.format,
                 "init_adapter": adapter_fingerprint(init_adapter)}
 
     def run() -> None:

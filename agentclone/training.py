@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentclone.data import Trajectory, atomic_write_text
 from agentclone.prompting import ActionFormat, trajectory_messages
@@ -59,6 +59,10 @@ class TrainSettings(BaseModel):
         False, description="TRL padding-free batches (correct with SDPA or flash attention; see docs/benchmarks.md)"
     )
     logging_steps: int = Field(5)
+    report_to: Literal["none", "tensorboard"] = Field(
+        "none", description="where the trainer also logs: none, or tensorboard (needs the tensorboard package; "
+        "logs go to the adapter's checkpoints/runs/)",
+    )
     save_steps: int = Field(50, description="checkpoint every N steps (for resume)")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     objective: str = Field("sft", description="registered training objective: sft, ...")
@@ -72,6 +76,17 @@ class TrainSettings(BaseModel):
         description="any other field of the objective's TRL config (e.g. optim, max_grad_norm, packing), "
         "checked by building the config when the recipe is loaded",
     )
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporter_installed(cls, value: str) -> str:
+        if value == "tensorboard":
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ValueError("report_to: tensorboard needs the tensorboard package (pip install tensorboard), "
+                                 "or use report_to: none")
+        return value
 
 
 def tokenize_trajectories(trajs: list[Trajectory], tokenizer, fmt: ActionFormat, max_length: int | None = None):
@@ -162,7 +177,7 @@ def _common_config_fields(settings: TrainSettings, precision: str, grad_ckpt: bo
         save_strategy="steps",
         save_steps=settings.save_steps,
         save_total_limit=2,
-        report_to="none",
+        report_to=settings.report_to,
         disable_tqdm=not progress,
         use_cpu=not gpu,
         dataloader_pin_memory=gpu,
@@ -207,6 +222,25 @@ def check_train_settings(settings: TrainSettings) -> None:
     objective = make_objective(settings.objective)
     with tempfile.TemporaryDirectory() as tmp:
         build_trl_config(objective, settings, tmp)
+
+
+def _log_clock():
+    """A callback that stamps ``elapsed_s`` (training seconds so far, continued across a resume) on each
+    ``log_history`` entry, so tokens/s can be drawn per logging interval (``agentclone view``)."""
+    from transformers import TrainerCallback
+
+    class LogClock(TrainerCallback):
+        start = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            before = [e["elapsed_s"] for e in state.log_history if "elapsed_s" in e]
+            self.start = time.perf_counter() - (before[-1] if before else 0.0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.log_history:  # the trainer appends the entry before it calls on_log
+                state.log_history[-1].setdefault("elapsed_s", round(time.perf_counter() - self.start, 3))
+
+    return LogClock()
 
 
 class _WeightAverage:
@@ -348,6 +382,7 @@ def train_lora(
         if resume is not None:
             average.load(resume)
         trainer.add_callback(average.callback())
+    trainer.add_callback(_log_clock())
     t0 = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - t0

@@ -186,6 +186,7 @@ def test_load_plugins_matches_entry_point_or_distribution_name(installed_plugins
     ("step_selector", "step selector", "step_selectors", "progress"),
     ("policy_backend", "policy backend", "policy_backends", "expert"),
     ("objective", "objective", "objectives", "sft"),
+    ("format", "trajectory format", "formats", "agentgym"),
 ])
 def test_an_unknown_name_is_one_message_for_every_kind(kind, label, table, some):
     registered = sorted(getattr(get_registry(), table))

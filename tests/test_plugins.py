@@ -123,7 +123,7 @@ def test_docs_plugin_example_works(installed_plugins, monkeypatch, tiny_model, t
     [pyproject] = _doc_blocks("toml")
     entry, module = re.search(r'^\[project.entry-points.agentclone\]\n(\w+) = "([\w.]+)"', pyproject, re.M).groups()
     source = "\n\n".join(_doc_blocks("python"))
-    assert len(_doc_blocks("python")) == 5
+    assert len(_doc_blocks("python")) == 6
     installed_plugins(entry, source, module=module)
     monkeypatch.setenv("AGENTCLONE_LOAD_PLUGINS", entry)
 
@@ -132,7 +132,7 @@ def test_docs_plugin_example_works(installed_plugins, monkeypatch, tiny_model, t
         doc = next(p for p in reg.plugins if p.name == entry)
         assert doc.registered == {"environments": ["hello/counter-v1"], "builders": ["shortest"],
                                   "step_selectors": ["last"], "policy_backends": ["fixed"],
-                                  "objectives": ["plain-sft"]}
+                                  "objectives": ["plain-sft"], "formats": ["prompt-answer"]}
 
         # the environment runs episodes with the expert, and every one succeeds
         env = make_env("hello/counter-v1", tasks_per_split=3)
@@ -172,6 +172,15 @@ def test_docs_plugin_example_works(installed_plugins, monkeypatch, tiny_model, t
                              progress=False)
         assert metrics["objective"] == "plain-sft" and metrics["global_step"] == 2
         assert is_adapter_complete(tmp_path / "adapter")
+
+        # the trajectory format writes one prompt / answer record per trajectory and reads it back
+        from agentclone.formats import ExportOptions, ImportOptions, export_file, iter_import
+
+        one = slow.model_copy(update={"steps": slow.steps[:1]})
+        export_file(create("format", "prompt-answer"), [one], tmp_path / "pa.jsonl", ExportOptions())
+        [back] = iter_import(create("format", "prompt-answer"), tmp_path / "pa.jsonl", ImportOptions())
+        assert (back.steps[0].observation, back.steps[0].thought, back.steps[0].action) == \
+            (one.steps[0].observation, "slowly", "add 1")
 
 
 # -- MiniWoB++: where Chromium must be there, its absence fails ---------------------------------------------

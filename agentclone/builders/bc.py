@@ -13,6 +13,8 @@ class BCConfig(BuilderConfig):
     last_turn_only: bool = Field(False, description="loss on the last assistant turn only")
     include_thoughts: bool = Field(True, description="learn the thoughts as well as the actions")
     skip_invalid_steps: bool = Field(True, description="no loss on steps whose action was invalid")
+    keep_loss_off: bool = Field(False, description="a step the input already marks loss=false stays without loss "
+                                "(e.g. conflicting steps from `agentclone curate --drop-conflicting`)")
 
 
 class BehaviourCloning(DataBuilder):
@@ -38,6 +40,8 @@ class BehaviourCloning(DataBuilder):
             for i, step in enumerate(new.steps):
                 step.loss = (i == last) if cfg.last_turn_only else True
                 if cfg.skip_invalid_steps and step.invalid:
+                    step.loss = False
+                if cfg.keep_loss_off and not traj.steps[i].loss:
                     step.loss = False
                 if not cfg.include_thoughts:
                     step.thought = None

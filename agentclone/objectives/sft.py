@@ -1,4 +1,7 @@
-"""``sft``: supervised fine-tuning with TRL's SFTTrainer, loss exactly where the builder said."""
+"""``sft``: supervised fine-tuning with TRL's SFTTrainer, loss exactly where the builder said.
+
+Its config is TRL's SFTConfig plus ``robust`` / ``loss_cap`` / ``mom_groups`` (``train.trl``): robust
+per-sample losses for demonstrations that cannot be cleaned (``agentclone.objectives.robust``)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ class SFT(Objective):
     accepts = ("conversation", "completion")
 
     def config_class(self) -> type:
-        from trl import SFTConfig
+        from agentclone.objectives.robust import SFTConfig  # TRL's, plus the robust-loss fields
 
         return SFTConfig
 
@@ -31,5 +34,7 @@ class SFT(Objective):
     def trainer(self, model, args, dataset, tokenizer, peft_config):
         from trl import SFTTrainer
 
+        if getattr(args, "robust", "none") != "none":
+            from agentclone.objectives.robust import RobustSFTTrainer as SFTTrainer
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft_config)
