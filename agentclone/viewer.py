@@ -25,7 +25,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +323,10 @@ def write_report_html(out_dir: str | Path, results: dict[str, list[Trajectory]] 
         return None
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(target: str | Path, port: int = 0, host: str = "127.0.0.1", on_ready=None) -> None:
     """Serve the page of ``target`` on ``host:port`` (0: a free port) until interrupted."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -342,6 +348,10 @@ def serve(target: str | Path, port: int = 0, host: str = "127.0.0.1", on_ready=N
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)
+    if threading.current_thread() is threading.main_thread():
+        # `kill` stops it like Ctrl-C (a shell starts background jobs with SIGINT ignored, so Ctrl-C's
+        # signal may not reach a served page started with `&`)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         if on_ready is not None:
             on_ready(f"http://{host}:{server.server_address[1]}/")

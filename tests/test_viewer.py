@@ -129,7 +129,7 @@ def test_view_command_writes_a_page_and_serves_one(tmp_path):
         page = urllib.request.urlopen(url, timeout=30).read().decode()
         assert 'id="ac-index"' in page
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # SIGINT is ignored in a server started from a background job
         proc.wait(timeout=30)
     missing = subprocess.run([exe, "view", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.html")],
                              capture_output=True, text=True, timeout=120)
