@@ -36,22 +36,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import shutil
 import statistics
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agentclone.data import (
-    Trajectory,
-    TrajectoryFileError,
-    atomic_write_bytes,
-    normalize_action,
-    parse_trajectory_line,
-)
+from agentclone.data import AtomicFile, Trajectory, atomic_write_bytes, iter_trajectory_lines, normalize_action
 
 
 @dataclass
@@ -88,16 +80,7 @@ def read_records(path: str | Path) -> list[Record]:
         raise UserError(f"{path}: curate reads JSONL trajectory files; export Parquet to JSONL first")
     if not path.exists():
         raise FileNotFoundError(2, "No such file or directory", str(path))
-    records = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise TrajectoryFileError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start})") from None
-            if not text.strip():
-                continue
-            records.append(Record(parse_trajectory_line(text, path, lineno), raw))
+    records = [Record(traj, raw) for raw, traj in iter_trajectory_lines(path, on_torn="raise")]
     return records
 
 
@@ -282,17 +265,8 @@ def _record_bytes(r: Record) -> bytes:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AtomicFile(dst) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out.fh)
 
 
 def curate_file(input: str | Path, output: str | Path, options: CurateOptions | None = None) -> dict[str, Any]:

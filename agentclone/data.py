@@ -151,7 +151,13 @@ def parse_trajectory_line(line: str, path: str | Path = "<string>", lineno: int 
 
 
 def iter_trajectories(path: str | Path, on_torn: str = "warn") -> Iterator[Trajectory]:
-    """Stream trajectories from a JSONL file.
+    """Stream trajectories from a JSONL file (``iter_trajectory_lines`` without the lines' bytes)."""
+    for _, traj in iter_trajectory_lines(path, on_torn):
+        yield traj
+
+
+def iter_trajectory_lines(path: str | Path, on_torn: str = "warn") -> Iterator[tuple[bytes, Trajectory]]:
+    """Stream ``(line, trajectory)`` from a JSONL file: each record with its line's bytes as in the file.
 
     A last line without its newline that does not parse is a torn write from a
     crash: with ``on_torn="warn"`` it is reported on stderr and skipped, with
@@ -174,12 +180,13 @@ def iter_trajectories(path: str | Path, on_torn: str = "warn") -> Iterator[Traje
             if not text.strip():
                 continue
             try:
-                yield parse_trajectory_line(text, path, lineno)
+                traj = parse_trajectory_line(text, path, lineno)
             except TrajectoryFileError:
                 if not complete and on_torn == "warn":
                     _warn_torn(path, lineno)
                     return
                 raise
+            yield raw, traj
 
 
 def _warn_torn(path: Path, lineno: int | None) -> None:
@@ -350,19 +357,48 @@ def write_trajectories(path: str | Path, trajs: Iterable[Trajectory]) -> None:
     atomic_write_bytes(path, b"".join((t.to_json_line() + "\n").encode("utf-8", errors="backslashreplace") for t in trajs))
 
 
+class AtomicFile:
+    """A binary temporary file next to ``path``: ``commit`` fsyncs it and renames it into place, ``abort``
+    removes it; as a ``with`` block it commits unless the block raised. No partial ``path`` is ever seen."""
+
+    def __init__(self, path: str | Path, hidden: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{self.path.name}." if hidden else f"{self.path.name}."
+        fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.path.parent)
+        self.fh = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def commit(self) -> None:
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self.fh.closed:
+            self.commit()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AtomicFile(path) as out:
+        out.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -29,13 +29,11 @@ for formats with per-turn loss, the same loss flags (tests/test_formats.py).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Literal
 
-from agentclone.data import Step, Trajectory
+from agentclone.data import AtomicFile, Step, Trajectory
 from agentclone.errors import UserError
 from agentclone.prompting import ActionFormat, ParseError, assistant_text, system_prompt
 
@@ -377,16 +375,13 @@ class _Utf8Chunks:
 # -- writing: atomically, as JSON Lines or a JSON array -------------------------------------------
 
 
-class AtomicRecordWriter:
+class AtomicRecordWriter(AtomicFile):
     """Write records to a temporary file next to ``path``; ``commit`` renames it into place, ``abort``
     (or leaving the ``with`` block by an exception) removes it, so no partial output is ever left."""
 
     def __init__(self, path: Path, array: bool | None = None) -> None:
-        self.path = Path(path)
+        super().__init__(path, hidden=True)
         self.array = self.path.suffix == ".json" if array is None else array
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self.fh = os.fdopen(fd, "wb")
         self.count = 0
         if self.array:
             self.fh.write(b"[")
@@ -403,24 +398,7 @@ class AtomicRecordWriter:
     def commit(self) -> None:
         if self.array:
             self.fh.write(b"\n]\n" if self.count else b"]\n")
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
-        Path(self.tmp).unlink(missing_ok=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *rest):
-        if exc_type is not None:
-            self.abort()
-        elif not self.fh.closed:
-            self.commit()
+        super().commit()
 
 
 # -- the two operations ---------------------------------------------------------------------------
