@@ -67,8 +67,9 @@ def register_step_selectors(register):
 def register_formats(register):
     from agentclone.formats.agentgym import AgentGym
     from agentclone.formats.llamafactory import LlamaFactory
+    from agentclone.formats.native import AgentcloneRows
     from agentclone.formats.openai import OpenAIMessages
     from agentclone.formats.sharegpt import ShareGPT
 
-    for fmt in (AgentGym, ShareGPT, OpenAIMessages, LlamaFactory):
+    for fmt in (AgentGym, ShareGPT, OpenAIMessages, LlamaFactory, AgentcloneRows):
         register(fmt.name, fmt)

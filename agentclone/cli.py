@@ -436,8 +436,14 @@ def _action_format(fmt_name: str):
 
 @app.command("import")
 def import_cmd(
-    file: Path = typer.Argument(..., help="a file in FORMAT: a JSON array or JSON Lines"),
-    from_format: str = typer.Option(..., "--from", help="agentgym, sharegpt, openai, llamafactory (or a plugin's format)"),
+    file: Optional[Path] = typer.Argument(None, help="records in FORMAT: a JSON array or JSON Lines file, a .parquet "
+                                                     "file, a Hugging Face dataset folder (Parquet / JSON data files, "
+                                                     "e.g. what `export --hf-dataset` writes) or a save_to_disk folder"),
+    from_format: str = typer.Option(..., "--from", help="agentgym, sharegpt, openai, llamafactory, agentclone (or a "
+                                                        "plugin's format)"),
+    from_hub: Optional[str] = typer.Option(None, "--from-hub", help="instead of FILE: a Hugging Face Hub dataset name, "
+                                                                    "streamed (needs a network)"),
+    split: str = typer.Option("train", "--split", help="the split to read from a dataset folder or the hub"),
     output: Path = typer.Option(..., "--output", "-o", help="agentclone trajectory file to write (JSONL)"),
     env: str = typer.Option("imported", "--env", help="env_id of the imported trajectories"),
     successful: bool = typer.Option(False, "--successful", help="mark the trajectories successful (the formats do "
@@ -452,10 +458,13 @@ def import_cmd(
 
     if loss not in ("all", "last"):
         _fail(f"--loss must be all or last, got {loss!r}")
+    if (file is None) == (from_hub is None):
+        _fail("give either FILE (a file or folder) or --from-hub NAME")
     opts = ImportOptions(env_id=env, success=successful, loss=loss, fmt=_action_format(fmt_name))
     fmt = make_format(from_format)
-    stats = import_file(fmt, file, output, opts)
-    err.print(f"imported {stats.records} trajectories ({stats.steps} steps) from {file} ({fmt.name}) into {output}",
+    source = from_hub if file is None else file
+    stats = import_file(fmt, source, output, opts, split=split, from_hub=file is None)
+    err.print(f"imported {stats.records} trajectories ({stats.steps} steps) from {source} ({fmt.name}) into {output}",
               highlight=False, markup=False, soft_wrap=True)
     sources = []
     if stats.flagged_turns:
@@ -464,7 +473,7 @@ def import_cmd(
         sources.append(f"{stats.rule_turns} by --loss {loss} (no flag in the file)")
     err.print(f"loss on {stats.loss_steps} of {stats.steps} steps: {'; '.join(sources) or 'no assistant turns'}",
               highlight=False, markup=False, soft_wrap=True)
-    if not successful and stats.records > stats.meta_restored:
+    if not successful and stats.records > stats.meta_restored and fmt.name != "agentclone":
         err.print("success: unknown in these records, so recorded as false; `agentclone train` uses the file as it "
                   "is, `build --builder bc` drops unsuccessful trajectories (pass --successful, or "
                   "--option only_successful=false)", highlight=False, markup=False, soft_wrap=True)
@@ -480,9 +489,15 @@ def import_cmd(
 
 @app.command("export")
 def export_cmd(
-    data: Path = typer.Argument(..., help="agentclone trajectory file (.jsonl or .parquet)"),
-    to_format: str = typer.Option(..., "--to", help="agentgym, sharegpt, openai, llamafactory (or a plugin's format)"),
-    output: Path = typer.Option(..., "--output", "-o", help="file to write: .json is a JSON array, else JSON Lines"),
+    data: Path = typer.Argument(..., help="agentclone trajectory file (.jsonl or .parquet), or a dataset folder of "
+                                          "agentclone rows (what `export --to agentclone --hf-dataset` writes)"),
+    to_format: str = typer.Option(..., "--to", help="agentgym, sharegpt, openai, llamafactory, agentclone (or a "
+                                                    "plugin's format)"),
+    output: Path = typer.Option(..., "--output", "-o", help="file to write: .json is a JSON array, .parquet one "
+                                                            "Parquet file, else JSON Lines; with --hf-dataset a folder"),
+    hf_dataset: bool = typer.Option(False, "--hf-dataset", help="write OUTPUT as a Hugging Face dataset folder: "
+                                                                "data/train-00000-of-00001.parquet and a dataset card "
+                                                                "README.md (datasets.load_dataset(OUTPUT) opens it)"),
     fmt_name: str = typer.Option("thought-action", "--format", help="how the agent answers: thought-action or action"),
     name: Optional[str] = typer.Option(None, "--name", help="dataset name in llamafactory's dataset_info.json "
                                                             "(default: the output file's stem)"),
@@ -490,14 +505,22 @@ def export_cmd(
                                                               "'agentclone' key, so `import` gives it back exactly"),
 ) -> None:
     """Write agentclone trajectories in another format: the chat messages agentclone trains on, with loss flags
-    where the format has them."""
+    where the format has them (or, with --to agentclone, the whole trajectories)."""
+    import shlex
+
     from agentclone.data import iter_trajectories, load_parquet
-    from agentclone.formats import ExportOptions, export_file, make_format
+    from agentclone.formats import ExportOptions, ImportOptions, export_file, iter_import, make_format
 
     opts = ExportOptions(fmt=_action_format(fmt_name), name=name, keep_meta=keep_meta)
     fmt = make_format(to_format)
-    trajs = load_parquet(data) if data.suffix == ".parquet" else iter_trajectories(data, on_torn="raise")
-    stats = export_file(fmt, trajs, output, opts)
+    if data.is_dir():  # a dataset folder of agentclone rows (`export --to agentclone --hf-dataset`)
+        trajs = iter_import(make_format("agentclone"), data, ImportOptions())
+    elif data.suffix == ".parquet":
+        trajs = load_parquet(data)
+    else:
+        trajs = iter_trajectories(data, on_torn="raise")
+    command = "agentclone " + shlex.join(sys.argv[1:])
+    stats = export_file(fmt, trajs, output, opts, hf_dataset=hf_dataset, command=command)
     loss = "with per-turn loss flags" if fmt.carries_loss else "no per-turn loss flags in this format"
     err.print(f"exported {stats.records} trajectories ({stats.steps} assistant turns, {stats.loss_steps} with loss; "
               f"{loss}) to {output} ({fmt.name})", highlight=False, markup=False, soft_wrap=True)

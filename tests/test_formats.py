@@ -350,7 +350,7 @@ def test_openai_weight_must_be_0_or_1(tmp_path):
 def test_unknown_format_and_bad_options(tmp_path, agentclone):
     path = write_json(tmp_path / "a.json", AGENTGYM)
     code, err = agentclone("import", path, "--from", "nope", "-o", tmp_path / "o.jsonl")
-    assert code == 2 and "unknown trajectory format 'nope'; registered: agentgym, llamafactory, openai, sharegpt" in err
+    assert code == 2 and "unknown trajectory format 'nope'; registered: agentclone, agentgym, llamafactory, openai, sharegpt" in err
     code, err = agentclone("import", path, "--from", "agentgym", "-o", tmp_path / "o.jsonl", "--loss", "first")
     assert code == 2 and "--loss must be all or last" in err
 

@@ -28,6 +28,7 @@ class AgentGym(ShareGPT):
     name = "agentgym"
     description = "AgentGym / AgentInstruct: {item_id, conversations: [{from: human|gpt, value, loss}]}"
     carries_loss = True
+    loss_field = "conversations[].loss"
     system_key = None
     user_tags = ("human",)
     assistant_tags = ("gpt",)

@@ -2,9 +2,11 @@
 conversation and a ``Trajectory``, streaming readers and atomic writers.
 
 A format turns one record (a JSON object) into a ``Trajectory`` (``decode``) and back (``encode``).
-Everything else is shared: reading JSON arrays or JSON Lines record by record, writing the output
-through a temporary file that replaces the target only when every record was good, and one error
-message (file, record, line, field) for a bad record.
+Everything else is shared: reading JSON arrays or JSON Lines record by record, or tables (a Parquet
+file, a Hugging Face dataset folder, a ``save_to_disk`` folder, a hub dataset: ``agentclone.formats.hf``)
+batch by batch, with Arrow's nulls read as absent fields; writing JSON / JSON Lines, one Parquet file or
+a dataset folder with its card through a temporary file or folder that replaces the target only when
+every record was good; and one error message (file, record and line or row, field) for a bad record.
 
 The mapping, for every format:
 
@@ -98,6 +100,9 @@ class ExportStats:
     skipped_empty: int = 0  # trajectories without steps: nothing to train on, and some formats refuse them
     steps: int = 0
     loss_steps: int = 0
+    loss_all: int = 0  # trajectories with loss on every assistant turn
+    loss_last: int = 0  # ... on the last one only (and not all: one-step trajectories count as loss_all)
+    loss_other: int = 0  # ... on other turns (or on none)
     notes: list[str] = field(default_factory=list)
 
 
@@ -109,6 +114,10 @@ class Format:
     description: ClassVar[str] = ""
     #: whether the format has a per-turn loss flag (formats without one lose ``Step.loss`` on export)
     carries_loss: ClassVar[bool] = False
+    #: where the per-turn loss flag is in a record (for the dataset card of ``export --hf-dataset``)
+    loss_field: ClassVar[str] = ""
+    #: whether export skips trajectories without steps (chat formats do: nothing to train on)
+    skip_empty: ClassVar[bool] = True
 
     def decode(self, record: dict, index: int, opts: ImportOptions) -> Trajectory:
         """One record (a JSON object) as a trajectory; raise ``RecordError(field, message)`` if it is bad."""
@@ -119,7 +128,7 @@ class Format:
         raise NotImplementedError
 
     def prepare_import(self, path: Path, opts: ImportOptions) -> None:
-        """Called once before the first record (a format may read a sidecar file)."""
+        """Called once before the first record of a file or folder (a format may read a sidecar file)."""
 
     def prepare_export(self, path: Path, opts: ExportOptions) -> None:
         """Called once before the first record is written (a format may check a sidecar file)."""
@@ -415,6 +424,11 @@ def _restore_meta(traj: Trajectory, meta: Any, opts: ImportOptions, where: str, 
 
     from agentclone.prompting import trajectory_messages
 
+    if isinstance(meta, str):  # a table stores it as JSON text
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"{where}: field '{META_KEY}': not valid JSON ({exc.msg})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{where}: field '{META_KEY}': expected an object, got {type(meta).__name__}")
     try:
@@ -432,15 +446,36 @@ def _restore_meta(traj: Trajectory, meta: Any, opts: ImportOptions, where: str, 
     return traj
 
 
-def iter_import(fmt: Format, path: str | Path, opts: ImportOptions) -> Iterator[Trajectory]:
-    """Stream the trajectories of a file in format ``fmt``; a bad record raises ``FormatError``."""
+def iter_import(fmt: Format, path: str | Path, opts: ImportOptions, split: str = "train") -> Iterator[Trajectory]:
+    """Stream the trajectories of a file or folder in format ``fmt``; a bad record raises ``FormatError``.
+
+    A ``.parquet`` file or a folder (a dataset folder, or one ``save_to_disk`` wrote; ``split`` picks
+    the split) is read as a table (``agentclone.formats.hf``), anything else as JSON / JSON Lines."""
+    from agentclone.formats.hf import is_table_source, iter_table_records
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or not (path.is_file() or path.is_dir()):
         raise FileNotFoundError(2, "No such file", str(path))
     fmt.prepare_import(path, opts)
+    if is_table_source(path):
+        records = iter_table_records(path, split)
+    else:
+        records = ((f"{path}: record {index} (line {line})", record) for index, line, record in iter_records(path))
+    yield from decode_records(fmt, records, opts)
+
+
+def iter_import_hub(fmt: Format, name: str, opts: ImportOptions, split: str = "train") -> Iterator[Trajectory]:
+    """Stream the trajectories of Hugging Face Hub dataset ``name`` (``datasets.load_dataset(..., streaming=True)``);
+    without a network, one ``UserError`` saying to download it and pass its folder."""
+    from agentclone.formats.hf import iter_hub_records
+
+    yield from decode_records(fmt, iter_hub_records(name, split), opts)
+
+
+def decode_records(fmt: Format, records: Iterable[tuple[str, Any]], opts: ImportOptions) -> Iterator[Trajectory]:
+    """The trajectories of ``(where, record)`` pairs; ``where`` (file and record or row) starts error messages."""
     seen: set[str] = set()
-    for index, line, record in iter_records(path):
-        where = f"{path}: record {index} (line {line})"
+    for index, (where, record) in enumerate(records):
         if not isinstance(record, dict):
             raise FormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
         rule_turns = opts.stats.rule_turns
@@ -460,36 +495,70 @@ def iter_import(fmt: Format, path: str | Path, opts: ImportOptions) -> Iterator[
         yield traj
 
 
-def import_file(fmt: Format, path: str | Path, output: str | Path, opts: ImportOptions) -> ImportStats:
-    """Convert ``path`` (format ``fmt``) into an agentclone trajectory file, atomically."""
+def import_file(fmt: Format, path: str | Path, output: str | Path, opts: ImportOptions, split: str = "train",
+                from_hub: bool = False) -> ImportStats:
+    """Convert ``path`` (format ``fmt``; with ``from_hub``, a hub dataset's name) into an agentclone trajectory
+    file, atomically."""
+    trajs = iter_import_hub(fmt, str(path), opts, split) if from_hub else iter_import(fmt, path, opts, split)
     with AtomicRecordWriter(Path(output), array=False) as out:
-        for traj in iter_import(fmt, path, opts):
+        for traj in trajs:
             out.write(traj.model_dump(mode="json", by_alias=True))
     return opts.stats
 
 
-def export_file(fmt: Format, trajs: Iterable[Trajectory], output: str | Path, opts: ExportOptions) -> ExportStats:
-    """Write ``trajs`` as format ``fmt`` (a ``.json`` output is a JSON array, anything else JSON Lines),
-    atomically; trajectories without steps are skipped (and counted)."""
+def _encode_all(fmt: Format, trajs: Iterable[Trajectory], opts: ExportOptions, stats: ExportStats,
+                table: bool = False) -> Iterator[dict]:
+    """The records of ``trajs``, counted in ``stats``; in a table (``table``) the ``agentclone`` key is a JSON string,
+    since a trajectory's free-form fields have no one Arrow type."""
+    for traj in trajs:
+        if not traj.steps and fmt.skip_empty:
+            stats.skipped_empty += 1
+            continue
+        record = fmt.encode(traj, opts)
+        if opts.keep_meta:
+            meta = traj.model_dump(mode="json", by_alias=True)
+            record[META_KEY] = json.dumps(meta, ensure_ascii=False) if table else meta
+        flags = [s.loss for s in traj.steps]
+        stats.records += 1
+        stats.steps += len(flags)
+        stats.loss_steps += sum(flags)
+        if flags and all(flags):
+            stats.loss_all += 1
+        elif flags and flags[-1] and not any(flags[:-1]):
+            stats.loss_last += 1
+        else:
+            stats.loss_other += 1
+        yield record
+
+
+def export_file(fmt: Format, trajs: Iterable[Trajectory], output: str | Path, opts: ExportOptions,
+                hf_dataset: bool = False, command: str | None = None) -> ExportStats:
+    """Write ``trajs`` as format ``fmt``, atomically; trajectories without steps are skipped (and counted).
+
+    The output is a JSON array for a ``.json`` path, one Parquet file for a ``.parquet`` path, JSON Lines
+    otherwise; with ``hf_dataset`` a dataset folder that ``datasets.load_dataset(output)`` opens:
+    ``data/train-00000-of-00001.parquet`` and a dataset card ``README.md`` (which names ``command``). A
+    format's sidecar hooks (``prepare_export`` / ``finish_export``) run for files, not for dataset folders."""
+    from agentclone.formats import hf
+
     output = Path(output)
     stats = ExportStats()
-    fmt.prepare_export(output, opts)
-    with AtomicRecordWriter(output) as out:
-        for traj in trajs:
-            if not traj.steps:
-                stats.skipped_empty += 1
-                continue
-            record = fmt.encode(traj, opts)
-            if opts.keep_meta:
-                record[META_KEY] = traj.model_dump(mode="json", by_alias=True)
-            out.write(record)
-            stats.records += 1
-            stats.steps += len(traj.steps)
-            stats.loss_steps += sum(s.loss for s in traj.steps)
+    if hf_dataset:
+        card = lambda info: hf.dataset_card(fmt, info, stats, command, output)  # noqa: E731
+        hf.write_dataset_folder(_encode_all(fmt, trajs, opts, stats, table=True), output, card)
+    else:
+        fmt.prepare_export(output, opts)
+        if output.suffix == ".parquet":
+            hf.write_parquet(_encode_all(fmt, trajs, opts, stats, table=True), output)
+        else:
+            with AtomicRecordWriter(output) as out:
+                for record in _encode_all(fmt, trajs, opts, stats):
+                    out.write(record)
     if not fmt.carries_loss and stats.loss_steps < stats.steps:
         stats.notes.append(
             f"{fmt.name} has no per-turn loss flag: {stats.steps - stats.loss_steps} of {stats.steps} assistant turns "
             "had loss=false in agentclone and are written like the others (a trainer of this format trains them)"
         )
-    fmt.finish_export(output, opts, stats)
+    if not hf_dataset:
+        fmt.finish_export(output, opts, stats)
     return stats

@@ -28,6 +28,7 @@ class OpenAIMessages(Format):
     name = "openai"
     description = "OpenAI chat fine-tuning: {messages: [{role, content, weight}]}"
     carries_loss = True
+    loss_field = "messages[].weight"
 
     def decode(self, record: dict, index: int, opts: ImportOptions) -> Trajectory:
         system, turns = None, []
