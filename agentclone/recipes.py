@@ -55,7 +55,24 @@ class RolloutSpec(_Strict):
     max_consecutive_invalid: int | None = Field(None, description="end an episode after this many invalid actions in a row")
 
 
+class FileSourceSpec(_Strict):
+    """Demonstrations read from a file instead of collected: ``agentclone import``'s reading and rules."""
+
+    path: str = Field(..., description="a trajectory file or folder: JSON, JSON Lines, Parquet, a dataset folder")
+    format: str = Field("agentclone", description="its format: agentclone (agentclone's own trajectories), agentgym, "
+                        "sharegpt, openai, llamafactory, or a plugin's")
+    split: str = Field("train", description="the split to read from a dataset folder")
+    successful: bool = Field(False, description="mark the imported trajectories successful (the formats other than "
+                             "agentclone do not say; the bc builder keeps only successful ones)")
+    loss: Literal["all", "last"] = Field("all", description="assistant turns without a loss flag in the file: all, "
+                                         "or only each conversation's last")
+
+
 class CollectSpec(_Strict):
+    from_file: FileSourceSpec | None = Field(
+        None, description="read the demonstrations from this file instead of collecting them (imported as "
+        "`agentclone import` does, with env_id = env.id); the other collect keys then do not apply",
+    )
     policy: str = Field("expert", description="policy backend: expert, hf, ...")
     split: Literal["train", "heldout"] = "train"
     episodes: int | None = Field(None, description="episodes to run; None = every task of the split once")
@@ -81,6 +98,15 @@ class CollectSpec(_Strict):
             raise ValueError("collect.only_successful was removed (it never filtered anything); the builder "
                              "decides what to train on: builder.options.only_successful")
         return data
+
+    @model_validator(mode="after")
+    def _file_or_collection(self) -> "CollectSpec":
+        if self.from_file is not None:
+            clash = sorted(self.model_fields_set - {"from_file"})
+            if clash:
+                raise ValueError(f"from_file reads the demonstrations instead of collecting them; remove "
+                                 f"{', '.join(clash)} (they only apply to a collection)")
+        return self
 
 
 class BuilderSpec(_Strict):
@@ -314,6 +340,9 @@ def _check_rounds(recipe: Recipe, source: str) -> None:
         if spec is None:
             continue
         collect = spec.collect or recipe.collect
+        if collect.from_file is not None:
+            raise RecipeError(f"{source}: {where}.collect: rounds collect with the policy of each round, so they need "
+                              f"their own collect (a model policy); collect.from_file only gives the demonstrations")
         if collect.expert_beta > 0 and not collect.expert_labels:
             raise RecipeError(f"{source}: {where}.collect.expert_beta needs expert_labels: true")
 
@@ -366,6 +395,13 @@ def _check_plugins(recipe: Recipe, source: str) -> None:
         check_model(recipe.model)
     except ModelNotFoundError as exc:
         raise RecipeError(f"{source}: model: {exc}") from None
+    data_file = recipe.collect.from_file
+    if data_file is not None:
+        if not Path(data_file.path).exists():
+            raise RecipeError(f"{source}: collect.from_file.path: no such file or folder: {data_file.path}")
+        if data_file.format not in reg.formats:
+            raise RecipeError(f"{source}: collect.from_file.format: unknown trajectory format {data_file.format!r}; "
+                              f"registered: {', '.join(sorted(reg.formats))}")
     backends = [("collect.policy", recipe.collect.policy), ("eval.backend", recipe.eval.backend)]
     backends += [(f"{w}.collect.policy", r.collect.policy) for w, r in
                  [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds) for i, v in enumerate(recipe.variants)]

@@ -38,7 +38,7 @@ from agentclone.envs import make_env
 from agentclone.evaluation import write_report
 from agentclone.policies.base import GenerationSettings, Policy, make_policy
 from agentclone.prompting import ActionFormat
-from agentclone.recipes import CollectSpec, EvalSpec, Recipe, RolloutSpec, TrainerSpec
+from agentclone.recipes import CollectSpec, EvalSpec, FileSourceSpec, Recipe, RolloutSpec, TrainerSpec
 from agentclone.rollout import RolloutResult, RolloutSettings, plan_episodes, run_rollouts
 
 
@@ -234,9 +234,40 @@ def make_collect_policy(recipe: Recipe, fmt: ActionFormat, adapter: str | Path |
     return make_policy(spec.policy, fmt=fmt, **options)
 
 
+def source_fingerprint(path: Path) -> str:
+    """What identifies a data file or folder's content: its sha256, or a folder's files' names and sha256s."""
+    if path.is_file():
+        return file_sha256(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                           p.relative_to(path).parts))
+    return fingerprint({str(p.relative_to(path)): file_sha256(p) for p in files})
+
+
+def import_stage(runner: StageRunner, name: str, recipe: Recipe, source: FileSourceSpec, output: Path) -> str | None:
+    """The demonstrations of ``source`` (a file in any registered format) as agentclone trajectories in ``output``;
+    redone when the file's content changes."""
+    from agentclone.formats import ImportOptions, import_file, make_format
+
+    path = Path(source.path)
+    inputs = {"from_file": source, "content": source_fingerprint(path), "env": recipe.env.id,
+              "format": recipe.format}
+
+    def run() -> None:
+        opts = ImportOptions(env_id=recipe.env.id, success=source.successful, loss=source.loss,
+                             fmt=ActionFormat(recipe.format))
+        stats = import_file(make_format(source.format), path, output, opts, split=source.split)
+        log(f"   imported {stats.records} trajectories ({stats.steps} steps, loss on {stats.loss_steps}) from "
+            f"{path} ({source.format}) into {output}")
+
+    return runner.run(name, "collect", output, inputs, run)
+
+
 def collect_stage(runner: StageRunner, name: str, recipe: Recipe, spec: CollectSpec, output: Path, seed: int,
                   episodes: int | None = None, adapter: str | Path | None = None) -> str | None:
-    """Collect ``spec``'s rollouts on training tasks into ``output`` (resumed by episode id)."""
+    """Collect ``spec``'s rollouts on training tasks into ``output`` (resumed by episode id), or import them
+    from ``spec.from_file``."""
+    if spec.from_file is not None:
+        return import_stage(runner, name, recipe, spec.from_file, output)
     fmt = ActionFormat(recipe.format)
     inputs: dict[str, Any] = {"env": recipe.env, "collect": spec, "seed": seed, "format": recipe.format,
                               "episodes": episodes if episodes is not None else spec.episodes}
