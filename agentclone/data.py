@@ -357,6 +357,30 @@ def write_trajectories(path: str | Path, trajs: Iterable[Trajectory]) -> None:
     atomic_write_bytes(path, b"".join((t.to_json_line() + "\n").encode("utf-8", errors="backslashreplace") for t in trajs))
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
+def mkstemp_public(**kwargs) -> tuple[int, str]:
+    """``tempfile.mkstemp`` whose file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask)
+    instead of 0600, so a file renamed into place from it is readable like any other file the user writes."""
+    fd, path = tempfile.mkstemp(**kwargs)
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, path
+
+
+def mkdtemp_public(**kwargs) -> Path:
+    """``tempfile.mkdtemp`` with the mode of a plain ``mkdir`` (0777 less the umask) instead of 0700."""
+    path = Path(tempfile.mkdtemp(**kwargs))
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
+
+
 class AtomicFile:
     """A binary temporary file next to ``path``: ``commit`` fsyncs it and renames it into place, ``abort``
     removes it; as a ``with`` block it commits unless the block raised. No partial ``path`` is ever seen."""
@@ -365,7 +389,7 @@ class AtomicFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         prefix = f".{self.path.name}." if hidden else f"{self.path.name}."
-        fd, self.tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.path.parent)
+        fd, self.tmp = mkstemp_public(prefix=prefix, suffix=".tmp", dir=self.path.parent)
         self.fh = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
@@ -461,7 +485,7 @@ def save_parquet(trajs: Iterable[Trajectory], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = to_dataset(trajs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_public(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.close(fd)
         dataset.to_parquet(tmp)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from agentclone.errors import UserError
@@ -45,7 +44,9 @@ def _staging(target: Path) -> Path:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} exists and is not an empty directory; choose another --output")
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    from agentclone.data import mkdtemp_public
+
+    return mkdtemp_public(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
 
 
 def _commit(tmp: Path, target: Path) -> None:

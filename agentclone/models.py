@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from agentclone.errors import UserError
@@ -77,7 +76,9 @@ def convert_gguf(gguf_path: Path, target: Path, log=print) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     log(f"converting {gguf_path.name} into {target} (once; about a minute)...")
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    from agentclone.data import mkdtemp_public
+
+    tmp = mkdtemp_public(prefix=target.name + ".tmp-", dir=target.parent)
     try:
         folder, name = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -132,3 +132,30 @@ def test_parallel_parquet_saves_to_one_path_leave_a_whole_file_and_no_temporarie
         back = [t.model_dump() for t in load_parquet(path)]
         assert back in ([t.model_dump() for t in s] for s in sets)  # one save's data, whole
         assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_atomically_written_files_and_folders_get_the_users_usual_permissions(tmp_path, monkeypatch):
+    """Temporary files are 0600 and temporary folders 0700; what is renamed into place from them must not be:
+    a run folder, an exported dataset or a merged model is read by other users and by servers."""
+    import os
+    import stat
+
+    import agentclone.data
+    from agentclone.data import atomic_write_text, mkdtemp_public, save_parquet
+
+    monkeypatch.setattr(agentclone.data, "_UMASK", 0o022)  # what the module read at import, whatever CI's is
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        save_parquet([make_traj()], tmp_path / "t.parquet")
+        folder = mkdtemp_public(dir=tmp_path)
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+
+    def mode(p):
+        return stat.S_IMODE((tmp_path / p).stat().st_mode)
+
+    assert mode("a.json") == mode("t.parquet") == mode("plain.txt") == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == mode("plain") == 0o755

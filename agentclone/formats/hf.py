@@ -335,11 +335,11 @@ def write_dataset_folder(records: Iterable[dict], folder: Path, card, split: str
     """Write ``folder/data/{split}-00000-of-00001.parquet`` and ``folder/README.md`` (``card(info) -> text``),
     atomically: everything is written to a hidden temporary folder next to ``folder``, which replaces it
     only when every record was good; a failure removes the temporary folder and leaves ``folder`` as it was."""
-    from agentclone.data import _fsync_dir
+    from agentclone.data import _fsync_dir, mkdtemp_public
 
     check_dataset_folder(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = mkdtemp_public(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent)
     try:
         (tmp / "data").mkdir()
         info = _write_rows(records, tmp / "data" / SPLIT_FILE.format(split=split), folder)
