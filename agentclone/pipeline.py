@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from agentclone.data import atomic_write_text
+from agentclone.distributed import on_main
 from agentclone.recipes import Recipe
 from agentclone.stages import (  # noqa: F401  (the names callers import from here)
     StageRunner,
@@ -48,7 +49,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
     """Run ``recipe`` into ``out_dir``; return timings, which stages ran, and the report or table."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "recipe.yaml", recipe_text or yaml.safe_dump(recipe.model_dump(), sort_keys=False))
+    on_main(lambda: atomic_write_text(out / "recipe.yaml",
+                                      recipe_text or yaml.safe_dump(recipe.model_dump(), sort_keys=False)))
     runner = StageRunner(out, recipe.stages)
     if recipe.variants:
         from agentclone.variants import run_variants
@@ -60,7 +62,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, recipe_text: str | None = No
         result = run_rounds(recipe, out, runner)
     else:
         result = {"report": run_single(recipe, out, runner)}
-    atomic_write_text(out / "stages.json", json.dumps(runner.outcomes, indent=2))
+    on_main(lambda: atomic_write_text(out / "stages.json", json.dumps(runner.outcomes, indent=2)))
     return {"timings": runner.timings, "stages": runner.outcomes, **result}
 
 

@@ -186,6 +186,30 @@ def completed_ids(path: str | Path) -> set[str]:
     return {t.id for t in latest_per_id(iter_trajectories(path)) if t.error is None}
 
 
+def rank_part(output: str | Path, rank: int) -> Path:
+    """The file process ``rank`` of a collection split across processes writes: ``.NAME.partRANK`` beside
+    ``output``, merged into it by ``merge_rank_parts``."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.part{rank}")
+
+
+def merge_rank_parts(output: str | Path) -> int:
+    """Append the episodes of ``output``'s part files (``rank_part``) to ``output``, then remove the parts;
+    the number of episodes moved. Also what a run killed before its merge left behind."""
+    output = Path(output)
+    prefix = f".{output.name}.part"
+    parts = sorted((p for p in output.parent.glob(prefix + "*") if p.name[len(prefix):].isdigit()),
+                   key=lambda p: int(p.name[len(prefix):]))
+    trajs = [traj for part in parts for traj in iter_trajectories(part)]
+    if trajs:
+        with TrajectoryWriter(output) as writer:
+            for traj in trajs:
+                writer.write(traj)
+    for part in parts:
+        part.unlink()
+    return len(trajs)
+
+
 def run_rollouts(
     make_env: Callable[[], TextEnv],
     policy: Policy,

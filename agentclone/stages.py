@@ -34,6 +34,7 @@ from agentclone.data import (
     read_trajectories,
     write_trajectories,
 )
+from agentclone.distributed import is_main, on_every, on_main, rank, together, world_size
 from agentclone.envs import make_env
 from agentclone.evaluation import write_report
 from agentclone.policies.base import GenerationSettings, Policy, make_policy
@@ -49,6 +50,8 @@ def read_rollouts(path: str | Path) -> list[Trajectory]:
 
 
 def log(msg: str) -> None:
+    if not is_main():  # one log for a run of several processes
+        return
     from rich.console import Console
 
     Console(stderr=True).print(msg)
@@ -90,7 +93,10 @@ def ensure_fresh(path: Path, inputs_hash: str) -> bool:
 
     Nothing is deleted: an output of other inputs becomes ``NAME.stale-TIMESTAMP`` and the stage redoes it.
     """
+    from agentclone.rollout import merge_rank_parts
+
     path = Path(path)
+    merge_rank_parts(path)  # what a killed collection of several processes left in part files: these inputs'
     old = _read_stamp(path)
     if path.exists() and old is not None and old["inputs"] != inputs_hash:
         aside = path.with_name(f"{path.stem}.stale-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
@@ -110,6 +116,11 @@ def ensure_fresh(path: Path, inputs_hash: str) -> bool:
 
 def mark_done(path: Path, inputs_hash: str) -> None:
     atomic_write_text(_stamp_path(Path(path)), json.dumps({"inputs": inputs_hash, "done": True}))
+
+
+#: stage kinds every process of ``accelerate launch`` runs together: collections and evaluations split
+#: their episodes, training is data-parallel; a build runs on the main process while the others wait
+SHARED_KINDS = ("collect", "eval", "train")
 
 
 @dataclass
@@ -137,20 +148,32 @@ class StageRunner:
             return stamp_of(output)
         h = fingerprint(inputs)
         log(f"[bold cyan]== {name}[/]")
-        done = ensure_fresh(output, h)
-        # an output of these inputs that proves itself complete (an adapter's manifest) is kept even when the
-        # process died between writing it and marking the stage done
-        if (done and (complete is None or complete())) or (complete is not None and complete()):
+
+        def skip() -> bool:
+            done = ensure_fresh(output, h)
+            # an output of these inputs that proves itself complete (an adapter's manifest) is kept even when
+            # the process died between writing it and marking the stage done
+            return (done and (complete is None or complete())) or (complete is not None and complete())
+
+        # under accelerate launch: the main process decides and moves files, the others wait for its answer
+        if on_main(skip, f"checking {name}'s output"):
             log(f"   {Path(output).name} is complete and its inputs are unchanged; skipping")
             self.outcomes[name] = "skipped"
             return h
         t0 = time.perf_counter()
-        fn()
-        mark_done(output, h)
+        if kind in SHARED_KINDS:
+            fn()  # a process that fails exits, and accelerate launch stops the others
+        else:
+            on_main(fn, name)
         self.timings[name] = round(time.perf_counter() - t0, 1)
         self.outcomes[name] = "ran"
-        atomic_write_text(self.out / "timings.json", json.dumps(self.timings, indent=2))
-        atomic_write_text(self.out / "stages.json", json.dumps(self.outcomes, indent=2))
+
+        def record() -> None:
+            mark_done(output, h)
+            atomic_write_text(self.out / "timings.json", json.dumps(self.timings, indent=2))
+            atomic_write_text(self.out / "stages.json", json.dumps(self.outcomes, indent=2))
+
+        on_main(record, f"recording {name}")
         log(f"   {name} took {self.timings[name]:.0f}s")
         return h
 
@@ -203,9 +226,12 @@ def collect(
         if shard is not None:
             index, count = shard
             plan = plan[index::count]
-        probe.prepare([e.task for e in plan])  # e.g. compile generated games once, in parallel
+        # e.g. compile generated games once, in parallel (into a cache: the main process alone)
+        on_main(lambda: probe.prepare([e.task for e in plan]))
     finally:
         probe.close()
+    if shard is None and together():
+        return _collect_split(env_id, env_kwargs, policy, plan, output, settings, description)
     return run_rollouts(
         lambda: make_env(env_id, **env_kwargs),
         policy,
@@ -215,6 +241,25 @@ def collect(
         env_kwargs=env_kwargs,
         description=description,
     )
+
+
+def _collect_split(env_id: str, env_kwargs: dict, policy: Policy, plan: list, output: Path,
+                   settings: RolloutSettings | None, description: str) -> RolloutResult:
+    """One collection across the processes of ``accelerate launch``: each runs its share of the episodes
+    not yet in ``output`` into its own part file, then the main process appends the parts to ``output``.
+    The episodes (ids, seeds, tasks) are those of a single-process run; a rerun resumes by episode id."""
+    from agentclone.rollout import completed_ids, merge_rank_parts, rank_part
+
+    on_main(lambda: merge_rank_parts(output), "merging a killed run's part files")
+    done = completed_ids(output)
+    todo = [e for e in plan if e.id not in done]
+    mine = todo[rank()::world_size()]
+    res = on_every(lambda: run_rollouts(lambda: make_env(env_id, **env_kwargs), policy, mine, settings=settings,
+                                        output=rank_part(output, rank()), env_kwargs=env_kwargs,
+                                        description=f"{description} [process {rank()}]"), description)
+    res.skipped += len(plan) - len(todo)
+    on_main(lambda: merge_rank_parts(output), f"merging {output}'s part files")
+    return res
 
 
 def make_collect_policy(recipe: Recipe, fmt: ActionFormat, adapter: str | Path | None = None,
@@ -259,7 +304,8 @@ def import_stage(runner: StageRunner, name: str, recipe: Recipe, source: FileSou
         log(f"   imported {stats.records} trajectories ({stats.steps} steps, loss on {stats.loss_steps}) from "
             f"{path} ({source.format}) into {output}")
 
-    return runner.run(name, "collect", output, inputs, run)
+    # one file to write: under accelerate launch the main process imports it while the others wait
+    return runner.run(name, "collect", output, inputs, lambda: on_main(run, f"importing {path}"))
 
 
 def collect_stage(runner: StageRunner, name: str, recipe: Recipe, spec: CollectSpec, output: Path, seed: int,
@@ -427,8 +473,8 @@ def evaluate(recipe: Recipe, adapter: Path | None, out: Path, fmt: ActionFormat 
 
 
 def report(recipe: Recipe, results: dict[str, list[Trajectory]], out: Path, extra: dict | None = None) -> dict:
-    rep = write_report(results, out, title=f"{recipe.name}: held-out evaluation",
-                       extra=extra or {"env": recipe.env.id, "env_kwargs": recipe.env.kwargs, "model": recipe.model})
+    rep = on_main(lambda: write_report(results, out, title=f"{recipe.name}: held-out evaluation", extra=extra or {
+        "env": recipe.env.id, "env_kwargs": recipe.env.kwargs, "model": recipe.model}), "writing the report")
     for name in results:
         r = rep[name]
         log(f"   {name}: success {r['success_rate']:.1%} of {r['episodes']} (invalid actions {r['invalid_action_rate']:.1%})")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentclone.data import Trajectory, atomic_write_text
+from agentclone.distributed import barrier
 from agentclone.prompting import ActionFormat, trajectory_messages
 
 
@@ -271,7 +272,8 @@ class _WeightAverage:
                 average.update(model)
 
             def on_save(self, args, state, control, **kw):
-                average.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+                if state.is_world_process_zero:  # one writer under accelerate launch
+                    average.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
         return Callback()
 
@@ -407,6 +409,8 @@ def train_lora(
         "ema_decay": settings.ema_decay,
         "log_history": trainer.state.log_history,
     }
+    # every process takes part in gathering sharded (FSDP) weights; the main process alone writes
+    state_dict = _gathered_state_dict(trainer)
     if trainer.is_world_process_zero():
         meta = {
             "base_model": model,
@@ -418,15 +422,24 @@ def train_lora(
             "recipe": recipe,
             "metrics": {k: v for k, v in metrics.items() if k != "log_history"},
         }
-        save_adapter(trainer.model, tokenizer, output_dir, meta)
+        save_adapter(trainer.model, tokenizer, output_dir, meta, state_dict=state_dict)
         atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    barrier()  # no process reads the adapter before it is complete
     return metrics
+
+
+def _gathered_state_dict(trainer):
+    """The whole model's weights gathered from every process when they are sharded (FSDP, DeepSpeed); None
+    otherwise (one process, or DDP, whose every process holds all of them). Every process must call it."""
+    if not (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)):
+        return None
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
 MANIFEST = "agentclone.json"
 
 
-def save_adapter(model, tokenizer, output_dir: Path, meta: dict) -> None:
+def save_adapter(model, tokenizer, output_dir: Path, meta: dict, state_dict: dict | None = None) -> None:
     """Save adapter and tokenizer so that a reader never takes a half-written adapter for a complete one.
 
     The manifest (``agentclone.json``, listing every file with its SHA-256) is removed first and
@@ -439,7 +452,10 @@ def save_adapter(model, tokenizer, output_dir: Path, meta: dict) -> None:
     (output_dir / MANIFEST).unlink(missing_ok=True)
     tmp = output_dir / ".adapter-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    if state_dict is None:
+        model.save_pretrained(str(tmp))
+    else:  # weights gathered from the processes of a sharded run; PEFT keeps the adapter's
+        model.save_pretrained(str(tmp), state_dict=state_dict)
     tokenizer.save_pretrained(str(tmp))
     files = {}
     for f in sorted(tmp.iterdir()):

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from agentclone.data import Trajectory, atomic_write_text
+from agentclone.distributed import is_main
 from agentclone.evaluation import mcnemar_exact, paired, summarize, wilson_interval, write_report  # noqa: F401
 from agentclone.recipes import Recipe, VariantSpec, variant_train_settings
 from agentclone.stages import StageRunner, build_stage, collect_stage, eval_stage, log, read_rollouts, train_stage
@@ -81,10 +82,11 @@ def run_variants(recipe: Recipe, out: Path, runner: StageRunner) -> dict:
             base = out / "eval" / "base.jsonl"
             if base.exists():
                 results = {"base": read_rollouts(base), **results}
-            write_report(results, vdir, title=f"{recipe.name} / {variant.name}: held-out evaluation")
+            if is_main():  # under accelerate launch the main process writes the reports
+                write_report(results, vdir, title=f"{recipe.name} / {variant.name}: held-out evaluation")
 
     table = comparison_table(recipe, out, runner.timings)
-    if table["rows"]:
+    if table["rows"] and is_main():  # under accelerate launch the main process writes the reports
         atomic_write_text(out / "comparison.json", json.dumps(table, indent=2))
         atomic_write_text(out / "comparison.md", render_comparison(table))
         results = {}

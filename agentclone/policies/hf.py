@@ -6,6 +6,7 @@ caching instead (``agentclone.policies.hf_continuous``); ``generate`` stays the 
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -17,7 +18,12 @@ from agentclone.prompting import stop_after_action
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    from agentclone.distributed import world_size
+
+    # under accelerate launch each process has its own GPU (LOCAL_RANK), as its Trainer does
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world_size() > 1 else "cuda"
 
 
 def default_dtype(device: str) -> torch.dtype:
