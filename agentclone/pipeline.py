@@ -31,6 +31,7 @@ from agentclone.stages import (  # noqa: F401  (the names callers import from he
     build_stage,
     collect,
     collect_stage,
+    curate_stage,
     ensure_fresh,
     eval_stage,
     evaluate,
@@ -70,6 +71,7 @@ def run_single(recipe: Recipe, out: Path, runner: StageRunner) -> dict:
     """collect -> build -> train -> evaluate base and adapter."""
     demos, train_file, adapter = out / "demos.jsonl", out / "train.jsonl", out / "adapter"
     collect_stage(runner, "collect", recipe, recipe.collect, demos, seed=recipe.seed)
+    demos = curate_stage(runner, "curate", recipe.curate, demos, out / "curated.jsonl")
     build_stage(runner, "build", recipe, recipe.builder, [demos], train_file, seed=recipe.seed)
     train_stage(runner, "train", recipe, recipe.train, train_file, adapter)
     results = {}

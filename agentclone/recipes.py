@@ -152,11 +152,26 @@ class RoundsSpec(_Strict):
     )
 
 
+class CurateSpec(_Strict):
+    """``agentclone curate``'s filters (agentclone/curate.py), applied to the demonstrations before the build."""
+
+    drop_failed: bool = Field(False, description="remove unsuccessful trajectories")
+    max_steps: int | None = Field(None, ge=1, description="remove trajectories longer than this many steps")
+    min_return: float | None = Field(None, description="remove trajectories whose return is below this")
+    outlier_z: float | None = Field(None, gt=0, description="remove length / return outliers (robust z-score above this)")
+    drop_looping: bool = Field(False, description="remove trajectories that repeat an (observation, action) pair")
+    drop_duplicates: bool = Field(False, description="keep one copy of trajectories with the same task and steps")
+    drop_conflicting: bool = Field(False, description="turn off the loss of steps that disagree with their state's "
+                                   "majority (needs builder option keep_loss_off: true for bc)")
+
+
 class VariantSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="variant name, also its folder DIR/variants/<name>")
     builder: BuilderSpec = Field(description="the data builder of this variant")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the recipe's train settings")
     rounds: RoundsSpec | None = Field(None, description="run this variant in rounds (e.g. LEAP after a BC variant)")
+    curate: CurateSpec | None = Field(None, description="curate the demonstrations for this variant (None: the recipe's "
+                                      "curate; {} for none)")
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +188,10 @@ class Recipe(_Strict):
     model: str = Field("smollm2-135m", description="model alias, local directory or hub id")
     format: Literal["thought-action", "action"] = Field("thought-action", description="how the agent answers")
     collect: CollectSpec = Field(default_factory=CollectSpec)
+    curate: CurateSpec | None = Field(
+        None, description="filter the demonstrations before the build (agentclone curate's filters); the report is "
+        "curate.json beside the curated file",
+    )
     builder: BuilderSpec = Field(default_factory=BuilderSpec, description="the data builder: trajectories -> training samples")
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSpec = Field(default_factory=EvalSpec)
@@ -294,6 +313,7 @@ def validate_recipe(data: dict, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: {dotted}: {msg} (got {err.get('input')!r}){more}") from None
     _check_plugins(recipe, source)
     _check_builder(recipe.builder, recipe.train, f"{source}: builder", f"{source}: train")
+    _check_curate(recipe, source)
     _check_variants(recipe, source)
     _check_rounds(recipe, source)
     return recipe
@@ -321,6 +341,30 @@ def _check_builder(spec: BuilderSpec, train: TrainSettings, where: str, train_wh
             f"{where}: the {spec.name} builder makes {builder.sample_kind} samples, but the objective "
             f"{objective.name!r} (train.objective) trains on {', '.join(objective.accepts)}"
         )
+
+
+def variant_curate(recipe: Recipe, variant: VariantSpec) -> CurateSpec | None:
+    return variant.curate if variant.curate is not None else recipe.curate
+
+
+def _check_curate(recipe: Recipe, source: str) -> None:
+    """Curation applies to plain runs and variants without rounds, and its loss flags must reach training."""
+    if recipe.curate is not None and recipe.rounds is not None:
+        raise RecipeError(f"{source}: curate applies to the demonstrations of a plain run or of variants; rounds "
+                          f"train on their own rollouts (remove curate, or curate the file first with agentclone curate)")
+    pairs = [("", recipe.curate, recipe.builder)] if not recipe.variants else [
+        (f"variants.{i}.", variant_curate(recipe, v), v.builder) for i, v in enumerate(recipe.variants)
+        if v.rounds is None]
+    for where, curate, builder in pairs:
+        if curate is not None and curate.drop_conflicting and builder.name == "bc" \
+                and not builder.options.get("keep_loss_off"):
+            raise RecipeError(f"{source}: {where}builder.options.keep_loss_off: curate.drop_conflicting turns off the "
+                              f"loss of conflicting steps, which the bc builder turns back on unless "
+                              f"keep_loss_off: true")
+    for i, v in enumerate(recipe.variants):
+        if v.rounds is not None and v.curate is not None:
+            raise RecipeError(f"{source}: variants.{i}.curate: a variant with rounds trains on its own rollouts; "
+                              f"curate applies to variants without rounds")
 
 
 def _check_rounds(recipe: Recipe, source: str) -> None:

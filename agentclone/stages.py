@@ -39,7 +39,7 @@ from agentclone.envs import make_env
 from agentclone.evaluation import write_report
 from agentclone.policies.base import GenerationSettings, Policy, make_policy
 from agentclone.prompting import ActionFormat
-from agentclone.recipes import CollectSpec, EvalSpec, FileSourceSpec, Recipe, RolloutSpec, TrainerSpec
+from agentclone.recipes import CollectSpec, CurateSpec, EvalSpec, FileSourceSpec, Recipe, RolloutSpec, TrainerSpec
 from agentclone.rollout import RolloutResult, RolloutSettings, plan_episodes, run_rollouts
 
 
@@ -336,6 +336,28 @@ def collect_stage(runner: StageRunner, name: str, recipe: Recipe, spec: CollectS
             f"{sum(t.success for t in trajs)} successful, {sum(bool(t.error) for t in trajs)} errored")
 
     return runner.run(name, "collect", output, inputs, run)
+
+
+# -- curate ---------------------------------------------------------------------------------
+def curate_stage(runner: StageRunner, name: str, spec: CurateSpec | None, source: Path, output: Path) -> Path:
+    """``source`` curated with ``spec``'s filters into ``output``, its report in ``curate.json`` beside it;
+    the file the build should read (``source`` itself when there is nothing to curate). A part of the build
+    stage kind: ``stages: [build, ...]`` curates too."""
+    if spec is None:
+        return source
+    from agentclone.curate import CurateOptions, curate_file
+
+    inputs = {"curate": spec, "source": file_sha256(source) if source.exists() else None}
+
+    def run() -> None:
+        result = curate_file(source, output, CurateOptions(**spec.model_dump()))
+        atomic_write_text(output.parent / "curate.json", json.dumps(result, indent=2, default=str))
+        removed = "; ".join(f"{reason}: {', '.join(f'{v} {k}' for k, v in counts.items())}"
+                            for reason, counts in result["removed"].items()) or "nothing (no filter on)"
+        log(f"   {result['before']['episodes']} trajectories -> {result['after']['episodes']}; removed {removed}")
+
+    runner.run(name, "build", output, inputs, lambda: on_main(run, f"curating {source}"))
+    return output
 
 
 # -- build ----------------------------------------------------------------------------------

@@ -28,8 +28,17 @@ from pathlib import Path
 from agentclone.data import Trajectory, atomic_write_text
 from agentclone.distributed import is_main
 from agentclone.evaluation import mcnemar_exact, paired, summarize, wilson_interval, write_report  # noqa: F401
-from agentclone.recipes import Recipe, VariantSpec, variant_train_settings
-from agentclone.stages import StageRunner, build_stage, collect_stage, eval_stage, log, read_rollouts, train_stage
+from agentclone.recipes import Recipe, VariantSpec, variant_curate, variant_train_settings
+from agentclone.stages import (
+    StageRunner,
+    build_stage,
+    collect_stage,
+    curate_stage,
+    eval_stage,
+    log,
+    read_rollouts,
+    train_stage,
+)
 
 
 def variant_eval_path(out: Path, variant: VariantSpec) -> Path:
@@ -69,7 +78,9 @@ def run_variants(recipe: Recipe, out: Path, runner: StageRunner) -> dict:
         else:
             record = recipe.model_copy(update={"builder": variant.builder, "train": settings}).model_dump()
             record["variant"] = variant.name
-            build_stage(runner, f"{variant.name}: build", recipe, variant.builder, [demos], vdir / "train.jsonl",
+            source = curate_stage(runner, f"{variant.name}: curate", variant_curate(recipe, variant), demos,
+                                  vdir / "curated.jsonl")
+            build_stage(runner, f"{variant.name}: build", recipe, variant.builder, [source], vdir / "train.jsonl",
                         seed=recipe.seed)
             train_stage(runner, f"{variant.name}: train", recipe, settings, vdir / "train.jsonl", vdir / "adapter",
                         record=record)
