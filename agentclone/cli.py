@@ -408,8 +408,8 @@ def new_plugin(
 
 @app.command()
 def view(
-    target: Path = typer.Argument(..., metavar="DIR_OR_FILE", help="a run folder (plain, variants: or rounds:) or a "
-                                  "trajectory file (.jsonl, .parquet)"),
+    target: Path = typer.Argument(..., metavar="DIR_OR_FILE", help="a run folder (plain, variants: or rounds:), a "
+                                  "trajectory file (.jsonl, .parquet) or an agentclone curate --report file"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write one self-contained HTML page here "
                                           "and exit (default: serve the page until Ctrl-C)"),
     port: int = typer.Option(0, help="port to serve on, on 127.0.0.1 (0: any free port)"),

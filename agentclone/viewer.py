@@ -12,7 +12,11 @@ it shows:
   selection reason and expert label; two policies on the same episode side by side;
 * ``comparison.json`` (``variants:``) or ``rounds.json`` (``rounds:``) as a table whose rows link to
   their episodes;
-* training curves (loss, learning rate, tokens/s) from each adapter's ``metrics.json`` as inline SVG.
+* training curves (loss, learning rate, tokens/s) from each adapter's ``metrics.json`` as inline SVG;
+* data quality: the ``agentclone curate`` report a run keeps as ``curate.json`` (in the run folder, and
+  in each ``variants/NAME/`` folder of a comparison): the numbers before and after curation, what each
+  filter removed (and the steps whose loss it turned off), the options. A curate report file
+  (``--report R.json``) viewed on its own is a page with this view only.
 
 Lazy by design, so 10,000 episodes open fast: the first render parses only the episode index; the
 steps (a second JSON block) are parsed when an episode is first opened, and the task table draws one
@@ -89,8 +93,30 @@ def _metrics_curve(path: Path) -> list[list[float | None]] | None:
     return points or None
 
 
+def _curate_report(path: Path) -> dict | None:
+    """The ``agentclone curate`` report in ``path`` (``curate.json``), or None when there is none or it is
+    not one (a report has ``before`` and ``after`` quality reports)."""
+    report = _json_file(path) if path.is_file() else None
+    if isinstance(report, dict) and isinstance(report.get("before"), dict) and isinstance(report.get("after"), dict):
+        return report
+    return None
+
+
+def _curate_reports(root: Path, kind: str) -> list[dict]:
+    """The run's curate reports: its own ``curate.json``, and for a comparison each variant's."""
+    found = []
+    folders = [("run", root)]
+    if kind == "variants" and (root / "variants").is_dir():
+        folders += [(f"variant {p.name}", p) for p in sorted((root / "variants").iterdir()) if p.is_dir()]
+    for name, folder in folders:
+        report = _curate_report(folder / "curate.json")
+        if report is not None:
+            found.append({"name": name, "path": str((folder / "curate.json").relative_to(root)), "report": report})
+    return found
+
+
 def collect_run(target: str | Path, results: dict[str, list[Trajectory]] | None = None) -> dict:
-    """Everything the page shows about ``target`` (a run folder or a trajectory file).
+    """Everything the page shows about ``target`` (a run folder, a trajectory file or a curate report).
 
     ``results`` (policy name -> trajectories) replaces the episodes read from the folder: the report
     hook passes what it has in memory.
@@ -99,9 +125,14 @@ def collect_run(target: str | Path, results: dict[str, list[Trajectory]] | None 
     if not target.exists():
         raise FileNotFoundError(2, "No such file or directory", str(target))
     page: dict[str, Any] = {"title": target.name, "source": str(target), "kind": "file", "report": None,
-                            "report_png": None, "timings": None, "tables": [], "curves": []}
+                            "report_png": None, "timings": None, "tables": [], "curves": [], "curate": []}
     policies: dict[str, list[Trajectory]] = {}
-    if target.is_file():
+    curate = _curate_report(target) if target.suffix == ".json" else None
+    if curate is not None:  # `agentclone curate --report R.json`
+        page["kind"] = "curate"
+        page["title"] = f"{target.parent.name}/{target.name}: data quality"
+        page["curate"].append({"name": "report", "path": target.name, "report": curate})
+    elif target.is_file():
         policies[target.stem] = _read_rollouts(target)
         page["title"] = f"{target.parent.name}/{target.name}"
     else:
@@ -170,6 +201,7 @@ def collect_run(target: str | Path, results: dict[str, list[Trajectory]] | None 
         timings = _json_file(root / "timings.json")
         if isinstance(timings, dict):
             page["timings"] = timings
+        page["curate"] = _curate_reports(root, page["kind"])
     if results is not None:  # in front of (and instead of same-named) episodes found in the folder
         policies = {**results, **{k: v for k, v in policies.items() if k not in results}}
     page["summary"] = _summary(policies, page["report"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from agentclone.curate import CurateOptions, curate_file
 from agentclone.data import ExpertLabel, Step, Trajectory, write_trajectories
 from agentclone.evaluation import write_report
 from agentclone.viewer import collect_run, embed_json, render_html, write_page
@@ -64,6 +65,19 @@ def make_run(folder: Path, n: int = 6, injected: str | None = None) -> Path:
     return folder
 
 
+def add_curate_report(folder: Path, trajs: list[Trajectory] | None = None, **changes) -> dict:
+    """``curate.json`` in ``folder`` as the recipe's curate stage writes it: ``agentclone curate``'s report on
+    ``trajs`` (test_curate's seven trajectories with known defects) with the failed, duplicate and conflicting
+    filters; ``changes`` replace top-level fields of the report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_trajectories(folder / "demos.jsonl", defective() if trajs is None else trajs)
+    report = curate_file(folder / "demos.jsonl", folder / "curated.jsonl",
+                         CurateOptions(drop_failed=True, drop_duplicates=True, drop_conflicting=True))
+    report.update(changes)
+    (folder / "curate.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 # -- without a browser -----------------------------------------------------------------------------
 
 def test_embedded_json_cannot_close_its_script_block():
@@ -98,6 +112,30 @@ def test_page_of_a_file_and_a_missing_path(tmp_path):
     assert index["policies"] == ["adapter"] and index["summary"][0]["source"] == "episodes"
     with pytest.raises(FileNotFoundError):
         collect_run(tmp_path / "nothing")
+
+
+def test_page_data_of_curate_reports(tmp_path):
+    run = make_run(tmp_path / "run")
+    assert collect_run(run)["index"]["curate"] == []  # no curate.json, no data quality
+    report = add_curate_report(run)
+    (entry,) = collect_run(run)["index"]["curate"]
+    assert entry == {"name": "run", "path": "curate.json", "report": report}
+    # the report file on its own: a page of its data quality only
+    alone = collect_run(run / "curate.json")["index"]
+    assert alone["kind"] == "curate" and alone["policies"] == [] and alone["episodes"] == []
+    assert alone["curate"][0]["report"] == report
+    # a comparison: each variant's own curate.json (the run's too when it has one)
+    (run / "comparison.json").write_text(json.dumps({"recipe": "cmp", "rows": [{"variant": "clean"}]}))
+    variant = add_curate_report(run / "variants" / "clean", defective()[:3])
+    (run / "variants" / "plain").mkdir()
+    (run / "variants" / "plain" / "curate.json").write_text('{"not": "a curate report"}')
+    index = collect_run(run)["index"]
+    assert index["kind"] == "variants"
+    assert [(c["name"], c["path"]) for c in index["curate"]] == [("run", "curate.json"),
+                                                                 ("variant clean", "variants/clean/curate.json")]
+    assert index["curate"][1]["report"] == variant
+    # a variant's folder viewed on its own is a plain run with its curate.json
+    assert collect_run(run / "variants" / "clean")["index"]["curate"][0]["report"] == variant
 
 
 def test_every_report_gets_a_page_and_a_page_failure_never_breaks_the_report(tmp_path, monkeypatch, capsys):
@@ -364,6 +402,108 @@ def test_training_curves_are_drawn(browser, page):
     assert metrics == [["loss", 8], ["learning rate", 8], ["tokens/s", 8]]
 
 
+def quality_cells(driver, section: str = "run") -> dict:
+    """A data quality section: {row key: [before, after]} of its before / after table, its filters' rows (and
+    their order: the browser's driver sorts an object's keys), its options."""
+    return driver.execute_script("""const s = document.querySelector('section.curate[data-name="' + arguments[0] + '"]');
+        if (!s) return null;
+        const rows = {};
+        s.querySelectorAll('table.quality tr[data-key]').forEach(tr => {
+            rows[tr.dataset.key] = [tr.querySelector('.before').textContent, tr.querySelector('.after').textContent]; });
+        const removed = {};
+        s.querySelectorAll('table.removed tr[data-reason]').forEach(tr => {
+            const cells = removed[tr.dataset.reason] = {};
+            tr.querySelectorAll('td[data-field]').forEach(td => { cells[td.dataset.field] = td.textContent; }); });
+        const options = {};
+        s.querySelectorAll('table.options tr[data-option]').forEach(tr => {
+            options[tr.dataset.option] = tr.children[1].textContent; });
+        const order = Array.from(s.querySelectorAll('table.removed tr[data-reason]')).map(tr => tr.dataset.reason);
+        return {rows: rows, removed: removed, order: order, options: options};""", section)
+
+
+def test_data_quality_shows_the_curate_report(browser, tmp_path):
+    run = make_run(tmp_path / "run")
+    report = add_curate_report(run)
+    html = write_page(run, tmp_path / "page.html")
+    open_page(browser, html)
+    line = browser.execute_script("return document.querySelector('.curate-line').textContent")
+    assert "7 → 5 trajectories" in line and "31 → 22 steps with loss" in line  # in the summary too
+    click_view(browser, "quality")
+    q = quality_cells(browser)
+    rows = q["rows"]
+    # test_curate's seven: d failed (3 steps), b duplicates a (2 steps); with b gone, a and c tie at their first
+    # state and e and f at theirs, so those 4 steps lose their loss
+    assert rows["episodes"] == ["7", "5"] and rows["steps"] == ["31", "26"]
+    assert rows["loss_steps"] == ["31", "22"]
+    assert rows["duplicates"] == ["1 (2)", "0 (0)"]
+    assert rows["conflicting_steps"] == ["3", "0"]
+    assert rows["looping"] == ["1 (1)", "0 (0)"]
+    assert rows["length"] == ["1 / 2 / 20", "1 / 2 / 20"]
+    assert rows["success_rate"] == [f"{100 * 6 / 7:.1f}%", "100.0%"]
+    assert rows["tasks_per_kind.k1"] == ["3", "2"] and rows["tasks_per_kind.k2"] == ["1", "1"]
+    assert q["removed"] == {
+        "failed": {"trajectories": "1", "steps": "3", "steps_loss_off": "-", "trajectories_touched": "-"},
+        "duplicate": {"trajectories": "1", "steps": "2", "steps_loss_off": "-", "trajectories_touched": "-"},
+        "conflicting": {"trajectories": "0", "steps": "0", "steps_loss_off": "4", "trajectories_touched": "4"}}
+    assert q["order"] == list(report["removed"]) == ["failed", "duplicate", "conflicting"]  # the order they ran in
+    assert q["options"]["drop_duplicates"] == "on" and q["options"]["max_steps"] == "off"
+    assert q["options"]["drop_looping"] == "off"
+
+
+def test_no_curate_report_no_data_quality(browser, page):
+    open_page(browser, page[1])
+    assert browser.execute_script("return document.querySelector('nav button[data-view=quality]')") is None
+    assert browser.execute_script("return document.querySelectorAll('.curate-line, section.curate').length") == 0
+    assert "Data quality" not in browser.execute_script("return document.body.innerText")
+
+
+def test_a_curate_report_file_alone_and_one_per_variant(browser, tmp_path):
+    run = make_run(tmp_path / "run")
+    add_curate_report(run)
+    html = write_page(run / "curate.json", tmp_path / "alone.html")
+    open_page(browser, html)
+    assert browser.execute_script("return document.body.getAttribute('data-rendered')") == "quality"
+    assert browser.execute_script("return Array.from(document.querySelectorAll('nav button')).map(b => b.dataset.view)") == [
+        "quality"]
+    assert quality_cells(browser, "report")["rows"]["episodes"] == ["7", "5"]
+    # a comparison: one section per variant that curated, one without a filter
+    shutil.move(run / "curate.json", tmp_path / "unused.json")
+    (run / "comparison.json").write_text(json.dumps({"recipe": "cmp", "rows": [{"variant": "base"}, {"variant": "clean"}]}))
+    add_curate_report(run / "variants" / "clean")
+    raw = run / "variants" / "raw"
+    raw.mkdir(parents=True)
+    write_trajectories(raw / "demos.jsonl", defective())
+    (raw / "curate.json").write_text(json.dumps(curate_file(raw / "demos.jsonl", raw / "curated.jsonl")))
+    open_page(browser, write_page(run, tmp_path / "variants.html"))
+    click_view(browser, "quality")
+    assert browser.execute_script("return Array.from(document.querySelectorAll('section.curate')).map(s => s.dataset.name)") == [
+        "variant clean", "variant raw"]
+    assert quality_cells(browser, "variant clean")["rows"]["episodes"] == ["7", "5"]
+    unfiltered = quality_cells(browser, "variant raw")
+    assert unfiltered["rows"]["episodes"] == ["7", "7"] and unfiltered["removed"] == {}
+    assert browser.execute_script("return document.querySelector('section.curate[data-name=\"variant raw\"] .removed-none')"
+                                  ".textContent").startswith("No filter ran")
+
+
+def test_text_from_a_curate_report_is_never_markup(browser, tmp_path):
+    from test_curate import traj
+
+    run = make_run(tmp_path / "run")
+    injected = "".join(INJECTIONS)
+    trajs = defective() + [traj("h", "t9", [("s0", "x")], kind=injected)]  # a task kind from the data
+    add_curate_report(run, trajs, input=injected, output=injected)
+    html = write_page(run, tmp_path / "page.html")
+    assert "</script><script>window.__pwned" not in html.read_text()
+    open_page(browser, html)
+    click_view(browser, "quality")
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    assert browser.execute_script("return document.querySelectorAll('main img, main script').length") == 0
+    text = browser.execute_script("return document.querySelector('section.curate').innerText")
+    assert text.count(injected) == 3  # input, output, and the task kind's row
+    assert quality_cells(browser)["rows"]["tasks_per_kind." + injected] == ["1", "1"]
+
+
 @pytest.mark.slow
 def test_a_real_run_writes_its_page(tmp_path, counter_env_registered, tiny_model, browser):
     from agentclone.pipeline import run_recipe
@@ -386,4 +526,5 @@ def test_a_real_run_writes_its_page(tmp_path, counter_env_registered, tiny_model
     assert browser.execute_script("return document.querySelectorAll('#charts svg').length") >= 2
 
 
+from test_curate import defective  # noqa: E402
 from test_disagreement import tiny_model  # noqa: E402,F401  (a fixture)

@@ -42,6 +42,8 @@
   var views = [["summary", "Summary"], ["tasks", "Tasks"], ["episode", "Episode"]];
   if (D.tables.length) views.push(["table", D.kind === "rounds" ? "Rounds" : "Comparison"]);
   if (D.curves.length) views.push(["training", "Training"]);
+  if (D.curate.length) views.push(["quality", "Data quality"]);
+  if (D.kind === "curate") { views = [["quality", "Data quality"]]; state.view = "quality"; } // a curate report alone
   var nav = document.getElementById("nav");
   function drawNav() {
     clear(nav);
@@ -55,7 +57,7 @@
   function render() {
     drawNav();
     clear(main);
-    ({ summary: summary, tasks: tasks, episode: episode, table: tables, training: training })[state.view]();
+    ({ summary: summary, tasks: tasks, episode: episode, table: tables, training: training, quality: quality })[state.view]();
     document.body.setAttribute("data-rendered", state.view);
   }
 
@@ -82,6 +84,15 @@
       main.appendChild(el("p", { text: "Adapter minus base: " + D.report.improvement.success_rate_points + " points of success rate." }));
     }
     if (D.report_png) main.appendChild(el("img", { cls: "report", id: "report-png", alt: "report.png", src: D.report_png }));
+    if (D.curate.length) {
+      main.appendChild(el("h2", { text: "Data quality" }));
+      D.curate.forEach(function (c) {
+        var b = c.report.before, a = c.report.after;
+        main.appendChild(el("p", { cls: "curate-line" }, [c.name + " (" + c.path + "): " + b.episodes + " → " + a.episodes +
+          " trajectories, " + b.loss_steps + " → " + a.loss_steps + " steps with loss. ",
+          el("button", { text: "details", onclick: function () { go("quality"); } })]));
+      });
+    }
     if (D.timings) {
       main.appendChild(el("h2", { text: "Stage timings (s)" }));
       var tt = el("table", { id: "timings" }, [el("tr", null, [el("th", { text: "stage" }), el("th", { text: "seconds" })])]);
@@ -250,6 +261,78 @@
       });
       main.appendChild(t);
     });
+  }
+
+  // -- data quality: agentclone curate's reports (curate.json) -------------------------------------
+  function num(x, digits) { return x == null ? "-" : digits == null ? fmt(x) : x.toFixed(digits); }
+  function spread(s) { return s ? [s.min, s.median, s.max].map(function (x) { return num(x); }).join(" / ") : "-"; }
+  var QUALITY = [ // [key, label, the cell's text from a quality report]
+    ["episodes", "trajectories", function (q) { return num(q.episodes); }],
+    ["steps", "steps", function (q) { return num(q.steps); }],
+    ["loss_steps", "steps with loss", function (q) { return num(q.loss_steps); }],
+    ["duplicates", "duplicate trajectories (their steps)", function (q) {
+      return q.duplicates ? q.duplicates.trajectories + " (" + q.duplicates.steps + ")" : "-"; }],
+    ["repeated_states", "states reached more than once", function (q) { return num(q.repeated_states); }],
+    ["conflicting_states", "conflicting states", function (q) { return num(q.conflicting_states); }],
+    ["conflicting_steps", "conflicting steps (not their state's majority)", function (q) { return num(q.conflicting_steps); }],
+    ["action_entropy_bits", "action entropy at repeated states (bits)", function (q) { return num(q.action_entropy_bits, 3); }],
+    ["looping", "looping trajectories (repeated pairs)", function (q) {
+      return q.looping ? q.looping.trajectories + " (" + q.looping.repeated_pairs + ")" : "-"; }],
+    ["length", "length in steps: min / median / max", function (q) { return spread(q.length); }],
+    ["return", "return: min / median / max", function (q) { return spread(q["return"]); }],
+    ["invalid_action_rate", "invalid-action rate", function (q) { return pct(q.invalid_action_rate); }],
+    ["success_rate", "success rate", function (q) { return pct(q.success_rate); }],
+    ["errored", "errored episodes", function (q) { return num(q.errored); }],
+    ["tasks", "distinct tasks", function (q) { return num(q.tasks); }],
+  ];
+  function qualityTable(b, a) {
+    var t = el("table", { cls: "quality" }, [el("tr", null, ["", "before", "after"].map(function (h) { return el("th", { text: h }); }))]);
+    function row(key, label, before, after) {
+      t.appendChild(el("tr", { "data-key": key, cls: before !== after ? "changed" : "" }, [el("td", { text: label }),
+        el("td", { cls: "num before", text: before }), el("td", { cls: "num after", text: after })]));
+    }
+    QUALITY.forEach(function (m) { row(m[0], m[1], m[2](b), m[2](a)); });
+    var kinds = Object.keys(Object.assign({}, b.tasks_per_kind || {}, a.tasks_per_kind || {})).sort();
+    kinds.forEach(function (k) {
+      row("tasks_per_kind." + k, "tasks of kind " + k, num((b.tasks_per_kind || {})[k] || 0), num((a.tasks_per_kind || {})[k] || 0));
+    });
+    return t;
+  }
+  function removedTable(removed) {
+    var reasons = Object.keys(removed || {});
+    if (!reasons.length) return el("p", { cls: "muted removed-none", text: "No filter ran: the output is the input, byte for byte." });
+    var t = el("table", { cls: "removed" }, [el("tr", null, ["filter", "trajectories removed", "steps removed",
+      "steps with loss turned off", "trajectories touched"].map(function (h) { return el("th", { text: h }); }))]);
+    reasons.forEach(function (r) {
+      var c = removed[r] || {};
+      t.appendChild(el("tr", { "data-reason": r }, [el("td", { text: r })].concat(
+        ["trajectories", "steps", "steps_loss_off", "trajectories_touched"].map(function (k) {
+          return el("td", { cls: "num", "data-field": k, text: num(c[k]) }); }))));
+    });
+    return t;
+  }
+  function quality() {
+    D.curate.forEach(function (c) {
+      var r = c.report, box = el("section", { cls: "curate", "data-name": c.name });
+      box.appendChild(el("h2", { text: "Data quality: " + c.name }));
+      box.appendChild(el("p", { cls: "muted", text: c.path + " · " + (r.input != null ? String(r.input) : "?") + " → " +
+                                                    (r.output != null ? String(r.output) : "?") }));
+      box.appendChild(qualityTable(r.before, r.after));
+      box.appendChild(el("h3", { text: "Filters, in the order they ran" }));
+      box.appendChild(removedTable(r.removed));
+      box.appendChild(el("h3", { text: "Options" }));
+      var opts = r.options || {};
+      var t = el("table", { cls: "options" }, [el("tr", null, [el("th", { text: "option" }), el("th", { text: "value" })])]);
+      Object.keys(opts).forEach(function (k) {
+        var v = opts[k], on = v !== null && v !== false;
+        t.appendChild(el("tr", { "data-option": k, cls: on ? "" : "muted" }, [el("td", { text: k }),
+          el("td", { text: !on ? "off" : v === true ? "on" : typeof v === "object" ? JSON.stringify(v) : String(v) })]));
+      });
+      box.appendChild(t);
+      main.appendChild(box);
+    });
+    main.appendChild(el("p", { cls: "muted", text: "From agentclone curate's report: duplicates are later copies with the same task " +
+      "and steps; a conflicting state is one observation history where loss-carrying steps took different actions." }));
   }
 
   // -- training curves as SVG -------------------------------------------------------------------------
