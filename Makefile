@@ -63,3 +63,10 @@ clean:
 test-babyai: $(STAMP)
 	$(BIN)/pip install -q -e plugins/babyai
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra plugins/babyai
+
+# needs Java 17 (Debian: openjdk-17-jre-headless) for ScienceWorld's simulator
+.PHONY: test-scienceworld
+test-scienceworld: $(STAMP)
+	command -v java >/dev/null || (echo "test-scienceworld needs Java 17: apt-get install -y openjdk-17-jre-headless" && false)
+	$(BIN)/pip install -q -e plugins/scienceworld
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra plugins/scienceworld
