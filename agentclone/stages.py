@@ -356,7 +356,7 @@ def curate_stage(runner: StageRunner, name: str, spec: CurateSpec | None, source
                             for reason, counts in result["removed"].items()) or "nothing (no filter on)"
         log(f"   {result['before']['episodes']} trajectories -> {result['after']['episodes']}; removed {removed}")
 
-    runner.run(name, "build", output, inputs, lambda: on_main(run, f"curating {source}"))
+    runner.run(name, "build", output, inputs, run)  # a build kind: the runner runs it on the main process alone
     return output
 
 

@@ -142,6 +142,7 @@ def test_atomically_written_files_and_folders_get_the_users_usual_permissions(tm
 
     import agentclone.data
     from agentclone.data import atomic_write_text, mkdtemp_public, save_parquet
+    from agentclone.formats import hf
 
     monkeypatch.setattr(agentclone.data, "_UMASK", 0o022)  # what the module read at import, whatever CI's is
     old = os.umask(0o022)
@@ -149,6 +150,9 @@ def test_atomically_written_files_and_folders_get_the_users_usual_permissions(tm
         atomic_write_text(tmp_path / "a.json", "{}")
         save_parquet([make_traj()], tmp_path / "t.parquet")
         folder = mkdtemp_public(dir=tmp_path)
+        # the formats' table writers go through the same mechanism (a Parquet file, a dataset folder)
+        hf.write_parquet([{"a": 1}], tmp_path / "x.parquet")
+        hf.write_dataset_folder([{"a": 1}], tmp_path / "ds", lambda info: "---\ntags:\n- agentclone\n---\n")
         (tmp_path / "plain.txt").write_text("x")
         (tmp_path / "plain").mkdir()
     finally:
@@ -159,3 +163,5 @@ def test_atomically_written_files_and_folders_get_the_users_usual_permissions(tm
 
     assert mode("a.json") == mode("t.parquet") == mode("plain.txt") == 0o644
     assert stat.S_IMODE(folder.stat().st_mode) == mode("plain") == 0o755
+    assert mode("x.parquet") == mode("ds/data/train-00000-of-00001.parquet") == mode("ds/README.md") == 0o644
+    assert mode("ds") == mode("ds/data") == 0o755

@@ -283,7 +283,6 @@ def _write_rows(records: Iterable[dict], target: Path, label: Path) -> TableInfo
                     batch = []
             if batch:
                 num_bytes += _write_batch(writer, batch, features)
-    os.chmod(target, 0o666 & ~_umask())
     return TableInfo(features=features, rows=rows, num_bytes=num_bytes)
 
 
@@ -293,12 +292,6 @@ def _write_batch(writer, batch: list[dict], features) -> int:
     table = pa.Table.from_pylist(batch, schema=features.arrow_schema)
     writer.write_table(table)
     return table.nbytes
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_parquet(records: Iterable[dict], path: Path) -> TableInfo:
@@ -346,8 +339,6 @@ def write_dataset_folder(records: Iterable[dict], folder: Path, card, split: str
         if not info.rows:  # datasets cannot load a Parquet file without rows and columns
             raise FormatError(f"{folder}: no records to write (a dataset folder needs at least one)")
         (tmp / "README.md").write_text(card(info), encoding="utf-8")
-        for path in (tmp, tmp / "data", tmp / "README.md"):
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
         _replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
