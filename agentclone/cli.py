@@ -591,8 +591,17 @@ def curate(
     from agentclone.curate import CurateOptions, curate_file
     from agentclone.data import atomic_write_text
 
-    options = CurateOptions(drop_failed=drop_failed, max_steps=max_steps, min_return=min_return, outlier_z=outlier_z,
-                            drop_looping=drop_looping, drop_duplicates=drop_duplicates, drop_conflicting=drop_conflicting)
+    from pydantic import ValidationError
+
+    from agentclone.errors import UserError
+
+    try:
+        options = CurateOptions(drop_failed=drop_failed, max_steps=max_steps, min_return=min_return, outlier_z=outlier_z,
+                                drop_looping=drop_looping, drop_duplicates=drop_duplicates,
+                                drop_conflicting=drop_conflicting)
+    except ValidationError as e:
+        raise UserError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg'].lower()}"
+                                  for err in e.errors())) from None
     result = curate_file(input, output, options)
     if report is not None:
         atomic_write_text(report, json.dumps(result, indent=2))

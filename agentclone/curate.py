@@ -39,25 +39,31 @@ import math
 import shutil
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentclone.data import AtomicFile, Trajectory, atomic_write_bytes, iter_trajectory_lines, normalize_action
 
 
-@dataclass
-class CurateOptions:
-    drop_failed: bool = False
-    max_steps: int | None = None
-    min_return: float | None = None
-    outlier_z: float | None = None
-    drop_looping: bool = False
-    drop_duplicates: bool = False
-    drop_conflicting: bool = False
+class CurateOptions(BaseModel):
+    """The filters, all off by default: ``agentclone curate``'s options and a recipe's ``curate:`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop_failed: bool = Field(False, description="remove unsuccessful trajectories")
+    max_steps: int | None = Field(None, ge=1, description="remove trajectories longer than this many steps")
+    min_return: float | None = Field(None, description="remove trajectories whose return is below this")
+    outlier_z: float | None = Field(None, gt=0, description="remove length / return outliers (robust z-score above this)")
+    drop_looping: bool = Field(False, description="remove trajectories that repeat an (observation, action) pair")
+    drop_duplicates: bool = Field(False, description="keep one copy of trajectories with the same task and steps")
+    drop_conflicting: bool = Field(False, description="turn off the loss of steps that disagree with their state's "
+                                   "majority (needs builder option keep_loss_off: true for bc)")
 
     def any(self) -> bool:
-        return any(v not in (None, False) for v in asdict(self).values())
+        return any(v not in (None, False) for v in self.model_dump().values())
 
 
 @dataclass
@@ -286,7 +292,7 @@ def curate_file(input: str | Path, output: str | Path, options: CurateOptions | 
     return {
         "input": str(input),
         "output": str(output),
-        "options": asdict(options),
+        "options": options.model_dump(),
         "before": before,
         "removed": removed,
         "after": after,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentclone.curate import CurateOptions as CurateSpec  # a recipe's curate: section is curate's options
 from agentclone.training import TrainSettings
 
 
@@ -150,19 +151,6 @@ class RoundsSpec(_Strict):
         default_factory=lambda: BuilderSpec(name="bc"),
         description="continue this builder on expert demonstrations for the same training tokens each round (None: no baseline)",
     )
-
-
-class CurateSpec(_Strict):
-    """``agentclone curate``'s filters (agentclone/curate.py), applied to the demonstrations before the build."""
-
-    drop_failed: bool = Field(False, description="remove unsuccessful trajectories")
-    max_steps: int | None = Field(None, ge=1, description="remove trajectories longer than this many steps")
-    min_return: float | None = Field(None, description="remove trajectories whose return is below this")
-    outlier_z: float | None = Field(None, gt=0, description="remove length / return outliers (robust z-score above this)")
-    drop_looping: bool = Field(False, description="remove trajectories that repeat an (observation, action) pair")
-    drop_duplicates: bool = Field(False, description="keep one copy of trajectories with the same task and steps")
-    drop_conflicting: bool = Field(False, description="turn off the loss of steps that disagree with their state's "
-                                   "majority (needs builder option keep_loss_off: true for bc)")
 
 
 class VariantSpec(_Strict):

@@ -345,12 +345,12 @@ def curate_stage(runner: StageRunner, name: str, spec: CurateSpec | None, source
     stage kind: ``stages: [build, ...]`` curates too."""
     if spec is None:
         return source
-    from agentclone.curate import CurateOptions, curate_file
+    from agentclone.curate import curate_file
 
     inputs = {"curate": spec, "source": file_sha256(source) if source.exists() else None}
 
     def run() -> None:
-        result = curate_file(source, output, CurateOptions(**spec.model_dump()))
+        result = curate_file(source, output, spec)
         atomic_write_text(output.parent / "curate.json", json.dumps(result, indent=2, default=str))
         removed = "; ".join(f"{reason}: {', '.join(f'{v} {k}' for k, v in counts.items())}"
                             for reason, counts in result["removed"].items()) or "nothing (no filter on)"

@@ -1,9 +1,12 @@
-"""The README's method table from runs of recipes/textcraft_methods.yaml (one run per training seed).
+"""The README's method tables from runs of recipes/textcraft_methods.yaml or textcraft_preference.yaml
+(one run per training seed).
 
     python scripts/method_table.py runs/textcraft_methods runs/textcraft_methods_seed1
+    python scripts/method_table.py runs/textcraft_preference
 
-Each run directory gives rows BC, LEAP round k, "BC, same tokens" round k and BC with a weight
-average, all on the same held-out goals; every row is paired with the BC adapter of its own seed
+Each run directory gives a row for BC, one for each other variant (one per round for variants with
+``rounds:``: LEAP, step-DPO, KTO, ETO) and the "BC, same tokens" baseline rounds, all on the same
+held-out goals; every row is paired with the BC adapter of its own seed
 (goals solved only by this row / only by BC, exact McNemar p). A "both seeds" row per method pools
 the paired goals of all seeds (each goal once per seed). Rows whose files are missing are left out
 and named on stderr.
@@ -21,18 +24,30 @@ from agentclone.evaluation import expert_stats, mcnemar_exact, paired, wilson_in
 from agentclone.stages import read_rollouts
 
 
+_DISPLAY = {"leap": "LEAP", "dpo": "step-DPO", "kto": "KTO", "eto": "ETO",
+            "bc-ema": "BC + weight average (EMA 0.9)"}
+
+
 def _rows_of(run: Path) -> list[tuple[str, Path, Path]]:
-    """(method, held-out rollouts, adapter dir) in table order."""
-    leap = run / "variants" / "leap"
-    rounds = sorted((int(p.name.split("-")[1]) for p in leap.glob("round-*") if p.name.split("-")[1].isdigit()))
+    """(method, held-out rollouts, adapter dir) in table order: BC, then each other variant of the
+    recipe in its order (one row per round for variants with ``rounds:``), then the "BC, same tokens"
+    baseline rounds."""
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    names = [v["name"] for v in recipe.get("variants") or [] if v["name"] != "bc"]
     rows = [("BC", run / "variants" / "bc" / "eval" / "adapter.jsonl", run / "variants" / "bc" / "adapter")]
-    rows += [(f"LEAP round {k}", leap / f"round-{k}" / "eval.jsonl", leap / f"round-{k}" / "adapter")
-             for k in rounds if k > 0]
-    rows += [(f"BC, same tokens, round {k}", leap / f"round-{k}" / "baseline" / "eval.jsonl",
-              leap / f"round-{k}" / "baseline" / "adapter") for k in rounds if k > 0]
-    rows.append(("BC + weight average (EMA 0.9)", run / "variants" / "bc-ema" / "eval" / "adapter.jsonl",
-                 run / "variants" / "bc-ema" / "adapter"))
-    return rows
+    baselines = []
+    for name in names:
+        vdir, shown = run / "variants" / name, _DISPLAY.get(name, name)
+        rounds = sorted(int(p.name.split("-")[1]) for p in vdir.glob("round-*") if p.name.split("-")[1].isdigit())
+        if not rounds:
+            rows.append((shown, vdir / "eval" / "adapter.jsonl", vdir / "adapter"))
+            continue
+        rows += [(f"{shown} round {k}", vdir / f"round-{k}" / "eval.jsonl", vdir / f"round-{k}" / "adapter")
+                 for k in rounds if k > 0]
+        baselines += [(f"BC, same tokens as {shown}, round {k}", vdir / f"round-{k}" / "baseline" / "eval.jsonl",
+                       vdir / f"round-{k}" / "baseline" / "adapter")
+                      for k in rounds if k > 0 and (vdir / f"round-{k}" / "baseline").exists()]
+    return rows + baselines
 
 
 def _pct(x: float | None) -> str:

@@ -109,3 +109,13 @@ def installed_plugins(tmp_path, monkeypatch):
     yield install
     for module in modules:  # the next test's plugin of the same name is another module
         sys.modules.pop(module, None)
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -16,7 +16,7 @@ from agentclone.cli import main
 from agentclone.curate import CurateOptions, curate_file, quality_report, read_records
 from agentclone.data import Step, Trajectory, TrajectoryFileError, read_trajectories, write_trajectories
 
-from conftest import REPO
+from conftest import REPO, load_script
 from test_disagreement import tiny_model  # noqa: F401  (a fixture)
 
 
@@ -203,6 +203,11 @@ def test_the_command_writes_the_report_and_fails_in_one_line(tmp_path, defective
     code, io = run("curate", bad, "--output", tmp_path / "o2.jsonl")
     assert code == 2 and io.err.strip() == f"error: {bad}:1: not valid JSON (Expecting value at column 1)"
     assert not (tmp_path / "o2.jsonl").exists()
+    # a filter out of range (the same check as a recipe's curate: section) is one line, before anything is read
+    code, io = run("curate", defective_file, "--output", tmp_path / "o3.jsonl", "--max-steps", "0", "--outlier-z", "0")
+    assert code == 2 and io.err.strip() == ("error: --max-steps: input should be greater than or equal to 1; "
+                                            "--outlier-z: input should be greater than 0")
+    assert not (tmp_path / "o3.jsonl").exists()
 
 
 def test_read_records_keeps_each_lines_bytes(defective_file):
@@ -402,12 +407,7 @@ def textcraft_demos(tmp_path_factory):
 
 
 def _script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("corrupt_demos", REPO / "scripts" / "corrupt_demos.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("corrupt_demos")
 
 
 def test_random_valid_corruption_replaces_every_action_with_another_valid_one(tmp_path, textcraft_demos):
