@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -248,16 +249,18 @@ def _repair_torn_tail(path: Path) -> bool:
 
 
 def lock_path(path: str | Path) -> Path:
-    """The sidecar file a ``TrajectoryWriter`` of ``path`` locks: ``.NAME.lock`` in the same folder."""
+    """The sidecar file a ``WriteLock`` of ``path`` (a ``TrajectoryWriter``'s) locks: ``.NAME.lock`` beside it."""
     path = Path(path)
     return path.with_name(f".{path.name}.lock")
 
 
-class _WriterLock:
-    """An exclusive ``flock`` on ``lock_path(path)`` holding the writer's pid; the kernel drops it when
-    the process dies, so a killed writer never leaves a stale lock."""
+class WriteLock:
+    """An exclusive ``flock`` on ``lock_path(path)`` that records the holder's pid: one process writing ``path`` at
+    a time. The kernel drops it when the holder dies, so a killed writer never leaves a stale lock. ``wait``:
+    block until the holder releases it; otherwise refuse at once with a ``UserError`` naming the holder's pid.
+    Released by ``release`` (or the end of a ``with`` block), which removes the lock file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path, wait: bool = False) -> None:
         self.path = lock_path(path)
         self.fd: int | None = None
         try:
@@ -267,7 +270,7 @@ class _WriterLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
@@ -301,6 +304,12 @@ class _WriterLock:
         finally:
             os.close(fd)  # closing the descriptor drops the lock
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
 
 def _read_pid(fd: int) -> int | None:
     try:
@@ -323,7 +332,7 @@ class TrajectoryWriter:
             raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _WriterLock(self.path)  # before anything touches the file
+        self._lock = WriteLock(self.path)  # before anything touches the file
         try:
             if mode == "a" and self.path.exists() and _repair_torn_tail(self.path):
                 _warn_torn(self.path, None)
@@ -427,6 +436,75 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_unless_empty(folder: Path) -> None:
+    """``AtomicFolder``'s default policy for a ``target`` that exists: replace it only if it is an empty folder."""
+    if not folder.is_dir() or any(folder.iterdir()):
+        from agentclone.errors import UserError
+
+        raise UserError(f"{folder} exists and is not an empty directory; choose another --output")
+
+
+class AtomicFolder:
+    """A hidden temporary folder ``.NAME.XXXX.tmp`` next to ``target`` (with a plain ``mkdir``'s mode): fill
+    ``tmp``, then ``commit`` renames it into place and ``abort`` removes it; as a ``with`` block it commits unless
+    the block raised. No partial ``target`` is ever seen, and a failure leaves ``target`` as it was.
+
+    An existing ``target`` is passed to ``check``, which raises to refuse it: before anything is written, and
+    again just before it is replaced (so nothing put there meanwhile is lost). The default,
+    ``refuse_unless_empty``, replaces only an empty folder; ``check=None`` replaces whatever is there."""
+
+    def __init__(self, target: str | Path, check=refuse_unless_empty) -> None:
+        self.target = Path(target)
+        self.check = check
+        self._check()
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = mkdtemp_public(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        self.done = False
+
+    def _check(self) -> None:
+        if self.check is not None and self.target.exists():
+            self.check(self.target)
+
+    def commit(self) -> None:
+        self.done = True
+        try:
+            self._check()
+            self._replace()
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        _fsync_dir(self.target.parent)
+
+    def _replace(self) -> None:
+        """Rename ``tmp`` into place; an old ``target`` is moved aside first, and back if the rename fails."""
+        target = self.target
+        if not target.exists():
+            os.replace(self.tmp, target)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, old / "x")
+        try:
+            os.replace(self.tmp, target)
+        except BaseException:
+            os.replace(old / "x", target)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        self.done = True
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self.done:
+            self.commit()
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,10 +12,10 @@ export leaves no half-written model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from agentclone.data import AtomicFolder
 from agentclone.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -40,21 +40,6 @@ def _check_adapter(adapter: Path) -> None:
         raise UserError(f"no LoRA adapter at {adapter} (adapter_config.json missing)")
 
 
-def _staging(target: Path) -> Path:
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target} exists and is not an empty directory; choose another --output")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from agentclone.data import mkdtemp_public
-
-    return mkdtemp_public(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-
-
-def _commit(tmp: Path, target: Path) -> None:
-    if target.exists():
-        target.rmdir()  # empty (checked by _staging)
-    os.replace(tmp, target)
-
-
 def export_merged(adapter: str | Path, output: str | Path, base_model: str | None = None,
                   dtype: str = "float32") -> dict:
     """Merge ``adapter`` into its base model and save the result (and tokenizer) in ``output``."""
@@ -70,20 +55,15 @@ def export_merged(adapter: str | Path, output: str | Path, base_model: str | Non
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     base_name = base_model or adapter_base_model(adapter)
     base_path = resolve_model(base_name)
-    tmp = _staging(output)
-    try:
+    with AtomicFolder(output) as staged:  # refuses an output that is not an empty folder
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
         peft_model = PeftModel.from_pretrained(model, str(adapter))
         merged_modules = sum(1 for name, _ in peft_model.named_modules() if name.endswith("lora_A"))
         merged = peft_model.merge_and_unload()
-        merged.save_pretrained(str(tmp), safe_serialization=True)
+        merged.save_pretrained(str(staged.tmp), safe_serialization=True)
         # the tokenizer the adapter was trained with (train saves it with the adapter), chat template included
         tokenizer = load_tokenizer(str(adapter) if (adapter / "tokenizer_config.json").is_file() else base_path)
-        tokenizer.save_pretrained(str(tmp))
-        _commit(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tokenizer.save_pretrained(str(staged.tmp))
     return {"base_model": base_name, "base_model_path": base_path, "merged_modules": merged_modules}
 
 
@@ -97,12 +77,7 @@ def export_vllm_lora(adapter: str | Path, output: str | Path) -> Path:
     config = json.loads((adapter / "adapter_config.json").read_text())
     if config.get("use_dora") or config.get("modules_to_save"):
         raise UserError(f"{adapter}: the adapter uses DoRA or modules_to_save, which vLLM's LoRA support does not load")
-    tmp = _staging(output)
-    try:
+    with AtomicFolder(output) as staged:
         for name in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copyfile(adapter / name, tmp / name)
-        _commit(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            shutil.copyfile(adapter / name, staged.tmp / name)
     return output

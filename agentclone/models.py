@@ -9,11 +9,9 @@ everywhere afterwards (transformers, PEFT, vLLM).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -75,12 +73,11 @@ def convert_gguf(gguf_path: Path, target: Path, log=print) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     log(f"converting {gguf_path.name} into {target} (once; about a minute)...")
-    from agentclone.data import mkdtemp_public
+    from agentclone.data import AtomicFolder
 
-    tmp = mkdtemp_public(prefix=target.name + ".tmp-", dir=target.parent)
-    try:
+    with AtomicFolder(target, check=None) as staged:  # replaces whatever is there (no converted model)
+        tmp = staged.tmp
         folder, name = str(gguf_path.parent), gguf_path.name
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -96,12 +93,6 @@ def convert_gguf(gguf_path: Path, target: Path, log=print) -> Path:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.save_pretrained(tmp)
         (tmp / CONVERTED_MARKER).write_text(json.dumps({"source": str(gguf_path)}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"model ready in {target}")
     return target
 
@@ -168,28 +159,13 @@ def smollm2_135m(log=print) -> Path:
     if (target / CONVERTED_MARKER).exists():
         return target
     # the processes of `accelerate launch` (or two runs) start at once: one converts, the others wait for it
-    with _conversion_lock(target):
+    from agentclone.data import WriteLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with WriteLock(target, wait=True):
         if (target / CONVERTED_MARKER).exists():
             return target
         return convert_gguf(smollm2_gguf_path(), target, log=log)
-
-
-@contextlib.contextmanager
-def _conversion_lock(target: Path):
-    """An exclusive ``flock`` on ``.NAME.lock`` beside ``target``, waited for (the kernel drops it when its
-    holder dies)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: no protection
-        yield
-        return
-    with open(target.parent / f".{target.name}.lock", "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def load_tokenizer(path: str):

@@ -165,3 +165,131 @@ def test_atomically_written_files_and_folders_get_the_users_usual_permissions(tm
     assert stat.S_IMODE(folder.stat().st_mode) == mode("plain") == 0o755
     assert mode("x.parquet") == mode("ds/data/train-00000-of-00001.parquet") == mode("ds/README.md") == 0o644
     assert mode("ds") == mode("ds/data") == 0o755
+
+
+# -- AtomicFolder: a folder staged next to its target, then renamed into place ---------------------------
+
+
+def _siblings(folder):
+    return sorted(p.name for p in folder.parent.iterdir())
+
+
+def test_atomic_folder_puts_the_contents_in_place_with_the_usual_modes(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import agentclone.data
+    from agentclone.data import AtomicFolder
+
+    monkeypatch.setattr(agentclone.data, "_UMASK", 0o022)
+    target = tmp_path / "new" / "out"  # its parent is made
+    old = os.umask(0o022)
+    try:
+        with AtomicFolder(target) as staged:
+            assert staged.tmp.parent == target.parent and staged.tmp.name.startswith(".out.")
+            assert staged.tmp.name.endswith(".tmp") and not target.exists()  # nothing seen before the end
+            (staged.tmp / "sub").mkdir()
+            (staged.tmp / "sub" / "a.txt").write_text("a")
+    finally:
+        os.umask(old)
+    assert (target / "sub" / "a.txt").read_text() == "a"
+    assert _siblings(target) == ["out"]  # no temporary folder left
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE((target / "sub").stat().st_mode) == 0o755
+    assert stat.S_IMODE((target / "sub" / "a.txt").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("check", ["default", None])
+def test_atomic_folder_leaves_the_target_as_it_was_when_the_block_raises(tmp_path, check):
+    from agentclone.data import AtomicFolder
+
+    target = tmp_path / "out"
+    target.mkdir()
+    if check is None:  # a policy that replaces whatever is there: the old contents survive a failure too
+        (target / "old.txt").write_text("old")
+    kwargs = {} if check == "default" else {"check": check}
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicFolder(target, **kwargs) as staged:
+            (staged.tmp / "new.txt").write_text("new")
+            raise KeyboardInterrupt
+    assert not staged.tmp.exists() and _siblings(target) == ["out"]
+    assert sorted(p.name for p in target.iterdir()) == ([] if check == "default" else ["old.txt"])
+
+
+def test_atomic_folder_refuses_by_default_a_target_that_is_not_an_empty_folder(tmp_path):
+    from agentclone.data import AtomicFolder
+    from agentclone.errors import UserError
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("keep")
+    (tmp_path / "file").write_text("file")
+    for name in ("full", "file"):
+        with pytest.raises(UserError) as exc:
+            AtomicFolder(tmp_path / name)
+        assert str(exc.value) == f"{tmp_path / name} exists and is not an empty directory; choose another --output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full"]  # refused before any temporary folder
+    assert (tmp_path / "full" / "keep.txt").read_text() == "keep"
+    (tmp_path / "empty").mkdir()  # an empty folder is replaced
+    with AtomicFolder(tmp_path / "empty") as staged:
+        (staged.tmp / "x").write_text("x")
+    assert (tmp_path / "empty" / "x").read_text() == "x"
+
+
+def test_atomic_folder_checks_again_before_replacing(tmp_path):
+    """What is put into the target while the folder is being filled is not lost: the policy refuses it then."""
+    from agentclone.data import AtomicFolder
+    from agentclone.errors import UserError
+
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(UserError, match="exists and is not an empty directory"):
+        with AtomicFolder(target) as staged:
+            (staged.tmp / "new.txt").write_text("new")
+            (target / "theirs.txt").write_text("theirs")
+    assert [p.name for p in target.iterdir()] == ["theirs.txt"] and _siblings(target) == ["out"]
+
+
+def test_atomic_folder_replaces_what_its_policy_allows(tmp_path):
+    """A policy of the caller's: replace a folder only when a marker says it was written by us."""
+    from agentclone.data import AtomicFolder
+
+    def ours_only(folder):
+        if not (folder / "MARK").is_file():
+            raise ValueError(f"{folder}: not ours")
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder in (ours, theirs):
+        folder.mkdir()
+        (folder / "old.txt").write_text("old")
+    (ours / "MARK").write_text("")
+    with pytest.raises(ValueError, match="not ours"):
+        AtomicFolder(theirs, check=ours_only)
+    assert sorted(p.name for p in theirs.iterdir()) == ["old.txt"]
+    with AtomicFolder(ours, check=ours_only) as staged:
+        (staged.tmp / "MARK").write_text("")
+        (staged.tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in ours.iterdir()) == ["MARK", "new.txt"]  # replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "theirs"]  # no temporary or old folder left
+
+
+def test_atomic_folder_puts_the_old_target_back_when_the_rename_fails(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import agentclone.data
+    from agentclone.data import AtomicFolder
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src).name.endswith(".tmp"):
+            raise OSError("disk on fire")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(agentclone.data.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        with AtomicFolder(target, check=None) as staged:
+            (staged.tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["old.txt"] and _siblings(target) == ["out"]

@@ -85,3 +85,39 @@ def test_two_writers_in_one_process_are_refused_too(tmp_path):
             TrajectoryWriter(out, mode="w")  # refused before it could truncate anything
     with TrajectoryWriter(out):  # closed: free again
         pass
+
+
+def test_a_waiting_lock_waits_for_the_holder(tmp_path):
+    """``WriteLock(wait=True)`` (the first-use model conversion's) blocks until the holder lets go, where a
+    writer's lock (``wait=False``) is refused at once."""
+    import threading
+
+    from agentclone.data import WriteLock
+
+    out = tmp_path / "x.jsonl"
+    holder = hold(out)
+    acquired = threading.Event()
+    errors = []
+
+    def wait_for_it():
+        try:
+            with WriteLock(out, wait=True):
+                acquired.set()
+                assert lock_path(out).read_text().strip() == str(os.getpid())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait_for_it)
+    try:
+        waiter.start()
+        assert not acquired.wait(timeout=1)  # still held by the other process
+        with pytest.raises(UserError, match=f"another process \\(pid {holder.pid}\\) is writing"):
+            WriteLock(out)
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "closed"
+        holder.wait(timeout=30)
+    waiter.join(timeout=30)
+    assert acquired.is_set() and not errors
+    assert not lock_path(out).exists()  # released: the lock file is gone

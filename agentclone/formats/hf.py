@@ -29,8 +29,6 @@ empty in every record (``{}``) has no Arrow struct type: it is stored as null (r
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,38 +326,15 @@ def write_dataset_folder(records: Iterable[dict], folder: Path, card, split: str
     """Write ``folder/data/{split}-00000-of-00001.parquet`` and ``folder/README.md`` (``card(info) -> text``),
     atomically: everything is written to a hidden temporary folder next to ``folder``, which replaces it
     only when every record was good; a failure removes the temporary folder and leaves ``folder`` as it was."""
-    from agentclone.data import _fsync_dir, mkdtemp_public
+    from agentclone.data import AtomicFolder
 
-    check_dataset_folder(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = mkdtemp_public(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent)
-    try:
-        (tmp / "data").mkdir()
-        info = _write_rows(records, tmp / "data" / SPLIT_FILE.format(split=split), folder)
+    with AtomicFolder(folder, check=check_dataset_folder) as staged:
+        (staged.tmp / "data").mkdir()
+        info = _write_rows(records, staged.tmp / "data" / SPLIT_FILE.format(split=split), folder)
         if not info.rows:  # datasets cannot load a Parquet file without rows and columns
             raise FormatError(f"{folder}: no records to write (a dataset folder needs at least one)")
-        (tmp / "README.md").write_text(card(info), encoding="utf-8")
-        _replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(folder.parent)
+        (staged.tmp / "README.md").write_text(card(info), encoding="utf-8")
     return info
-
-
-def _replace_folder(new: Path, folder: Path) -> None:
-    if not folder.exists():
-        os.replace(new, folder)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-    os.replace(folder, old / "x")
-    try:
-        os.replace(new, folder)
-    except BaseException:
-        os.replace(old / "x", folder)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the dataset card -------------------------------------------------------------------------------
