@@ -117,3 +117,63 @@ def test_continuous_batching_answer_is_cut_where_generate_stops(smollm2_path):
     assert complete and text == "Thought: I need logs.\nAction: get 1 oak log\n"
     text, complete = cut_at_action(tok, tok("Thought: still thinking", add_special_tokens=False)["input_ids"])
     assert not complete and text == "Thought: still thinking"
+
+
+def _pair(system: str, history: bool = True):
+    from agentclone.preferences import PreferencePair
+
+    prompt = [{"role": "system", "content": system}, {"role": "user", "content": "Goal: craft 1 stick."}]
+    if history:  # an earlier answer of the agent: context, never loss
+        prompt += [{"role": "assistant", "content": "get 2 oak planks"},
+                   {"role": "user", "content": "Could not parse."}]
+    return PreferencePair(id="e:t#0@1", task_id="t", prompt=prompt,
+                          chosen=[{"role": "assistant", "content": "Thought: planks first.\nAction: get 2 oak planks"}],
+                          rejected=[{"role": "assistant", "content": "Action: craft 1 stick using 1 oak log"}])
+
+
+def test_preference_cost_sft_sample_is_the_pairs_prompt_and_chosen_answer(smollm2_path):
+    from agentclone.errors import UserError
+    from agentclone.models import load_tokenizer
+    from agentclone.preferences import tokenize_completion
+    from agentclone.prompting import ActionFormat, system_prompt
+    from agentclone.training import tokenize_trajectories
+    from bench.preference_cost import sft_samples
+
+    tok = load_tokenizer(smollm2_path)
+    for name, history in (("thought-action", True), ("action", False)):
+        pair = _pair(system_prompt("Craft the goal.", ActionFormat(name)), history)
+        (traj,), fmt = sft_samples([pair])
+        assert fmt == ActionFormat(name)
+        row = tokenize_trajectories([traj], tok, fmt)[0]
+        prompt_ids, chosen_ids, chosen_mask = tokenize_completion(tok, pair.prompt, pair.chosen)
+        n = len(prompt_ids) + len(chosen_ids)
+        # the tokens dpo forwards for prompt + chosen, loss exactly where dpo scores the chosen answer
+        assert row["input_ids"][:n] == prompt_ids + chosen_ids
+        assert row["assistant_masks"][:n] == [0] * len(prompt_ids) + chosen_mask
+        # past it only the chat template's newline after the end-of-turn token, without loss
+        assert len(row["input_ids"]) - n <= 1 and not any(row["assistant_masks"][n:])
+    with pytest.raises(UserError, match="hint"):
+        sft_samples([_pair("Some other system prompt.")])
+
+
+def test_preference_cost_ratios_are_against_sft_of_the_same_run():
+    from bench.preference_cost import add_ratios, case_settings
+
+    rows = add_ratios([
+        {"case": "sft", "pairs": 4, "rows": 4, "tokens_grad": 100, "train_s": 4.0, "peak_rss_gb": 2.0},
+        {"case": "dpo", "pairs": 4, "rows": 4, "tokens_grad": 190, "train_s": 12.0, "peak_rss_gb": 3.0},
+        {"case": "kto", "pairs": 4, "rows": 8, "tokens_grad": 190, "train_s": 20.0, "peak_rss_gb": 3.0},
+        {"case": "kto", "error": "failed"},
+    ])
+    assert [r["tokens_forward_only"] for r in rows] == [0, 190, 570, None]  # reference; kto: KL x2 + reference
+    assert [r["tokens_forwarded"] for r in rows] == [100, 380, 760, None]
+    assert [r["s_per_pair"] for r in rows] == [1.0, 3.0, 5.0, None]
+    assert [r["s_per_pair_vs_sft"] for r in rows] == [1.0, 3.0, 5.0, None]
+    assert [r["tokens_vs_sft"] for r in rows] == [1.0, 3.8, 7.6, None]
+    assert rows[1]["peak_vs_sft"] == 1.5
+    # the same pairs a step in every case: kto's two rows a pair; the recipe's trl options
+    assert [case_settings(c, 2).batch_size for c in ("sft", "dpo", "kto")] == [2, 2, 4]
+    dpo = case_settings("dpo", 2)
+    assert dpo.trl["beta"] == 0.1 and dpo.trl["loss_type"] == ["sigmoid", "sft"]
+    assert (dpo.precision, dpo.gradient_checkpointing, dpo.lora.r, dpo.lora.alpha) == ("fp32", False, 16, 32)
+    assert case_settings("sft", 2).trl == {} and case_settings("kto", 2).trl == {"beta": 0.1}
