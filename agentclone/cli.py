@@ -298,22 +298,37 @@ def _check_training_data(data: Path, trajs: list, fmt) -> None:
               "has a step with loss (steps all loss=false, or no steps); build the file with `agentclone build`")
 
 
+def _recipe_with_overrides(path: Path, set_: list[str]):
+    """The recipe at ``path`` with ``--set KEY=VALUE`` overrides (dotted keys) applied, and the overrides."""
+    from agentclone.recipes import RecipeError, load_recipe
+
+    overrides: dict = {}
+    for key, value in _parse_kv(set_, "--set").items():
+        node = overrides
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    try:
+        return load_recipe(path, overrides or None), overrides
+    except RecipeError as exc:
+        _fail(str(exc))
+
+
 @app.command("eval")
 def eval_cmd(
     recipe: Path = typer.Argument(..., help="recipe whose env, model and eval settings to use"),
     adapter: Optional[Path] = typer.Option(None, help="adapter directory (default: OUTPUT/adapter)"),
     output: Path = typer.Option(..., "--output", "-o", help="directory for eval/*.jsonl and report.*"),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE override of a recipe key, dotted "
+                                   "(e.g. eval.backend_options.base_url=http://host:8000/v1)"),
 ) -> None:
     """Evaluate the base model and the adapter on held-out tasks; write report.json, report.md, report.png."""
     from agentclone.distributed import is_main
     from agentclone.pipeline import evaluate
     from agentclone.prompting import ActionFormat
-    from agentclone.recipes import RecipeError, load_recipe
 
-    try:
-        r = load_recipe(recipe)
-    except RecipeError as exc:
-        _fail(str(exc))
+    r, _ = _recipe_with_overrides(recipe, set_)
     adapter_dir = adapter or (output / "adapter")
     if "adapter" in r.eval.policies and not (adapter_dir / "adapter_config.json").exists():
         _fail(f"no adapter to evaluate: {adapter_dir} has no adapter_config.json; run the train stage "
@@ -333,19 +348,8 @@ def run(
     """Run a recipe's stages: collect, build, train, evaluate. Completed stages are skipped on a rerun."""
     from agentclone.distributed import is_main
     from agentclone.pipeline import run_recipe
-    from agentclone.recipes import RecipeError, load_recipe
 
-    overrides: dict = {}
-    for key, value in _parse_kv(set_, "--set").items():
-        node = overrides
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    try:
-        r = load_recipe(recipe, overrides or None)
-    except RecipeError as exc:
-        _fail(str(exc))
+    r, overrides = _recipe_with_overrides(recipe, set_)
     out = output or Path("runs") / r.name
     # with --set, the run folder keeps the recipe as run (overrides applied), not the file
     result = run_recipe(r, out, recipe_text=None if overrides else recipe.read_text())

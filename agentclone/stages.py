@@ -140,13 +140,15 @@ class StageRunner:
         if path.exists():
             self.timings = json.loads(path.read_text())
 
-    def run(self, name: str, kind: str, output: Path, inputs: dict, fn: Callable[[], Any],
+    def run(self, name: str, kind: str, output: Path, inputs: dict | Callable[[], dict], fn: Callable[[], Any],
             complete: Callable[[], bool] | None = None) -> str | None:
-        """Run stage ``name`` unless its output is complete and current; return its inputs' fingerprint."""
+        """Run stage ``name`` unless its output is complete and current; return its inputs' fingerprint.
+        ``inputs`` may be a function, called only when the stage's kind is enabled (its input files may not
+        exist otherwise: an eval-only recipe has no demonstrations to hash)."""
         if kind not in self.enabled:
             self.outcomes[name] = "disabled"
             return stamp_of(output)
-        h = fingerprint(inputs)
+        h = fingerprint(inputs() if callable(inputs) else inputs)
         log(f"[bold cyan]== {name}[/]")
 
         def skip() -> bool:
@@ -368,10 +370,12 @@ def build_stage(runner: StageRunner, name: str, recipe: Recipe, builder_spec: Tr
     from agentclone.builders.base import BuildContext, make_builder
 
     earlier = earlier or []
-    inputs = {"builder": builder_spec, "sources": [file_sha256(p) for p in sources],
-              "expert_demos": file_sha256(expert_demos) if expert_demos else None,
-              "earlier": [file_sha256(p) for p in earlier], "seed": seed, "model": recipe.model,
-              "format": recipe.format}
+
+    def inputs() -> dict:
+        return {"builder": builder_spec, "sources": [file_sha256(p) for p in sources],
+                "expert_demos": file_sha256(expert_demos) if expert_demos else None,
+                "earlier": [file_sha256(p) for p in earlier], "seed": seed, "model": recipe.model,
+                "format": recipe.format}
 
     def run() -> None:
         builder = make_builder(builder_spec.name, builder_spec.options)

@@ -119,3 +119,19 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``agentclone ARGS...`` in this process: (exit status, captured stdout/stderr)."""
+    from agentclone.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["agentclone", *map(str, args)])
+        try:
+            main()
+        except SystemExit as exc:
+            return exc.code, capsys.readouterr()
+        return 0, capsys.readouterr()
+
+    return run

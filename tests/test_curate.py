@@ -8,11 +8,9 @@ import filecmp
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 
-from agentclone.cli import main
 from agentclone.curate import CurateOptions, curate_file, quality_report, read_records
 from agentclone.data import Step, Trajectory, TrajectoryFileError, read_trajectories, write_trajectories
 
@@ -179,17 +177,9 @@ def test_a_malformed_line_is_one_error_and_no_output(tmp_path, defective_file, b
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_the_command_writes_the_report_and_fails_in_one_line(tmp_path, defective_file, monkeypatch, capsys):
+def test_the_command_writes_the_report_and_fails_in_one_line(tmp_path, defective_file, cli):
     out, report = tmp_path / "out.jsonl", tmp_path / "report.json"
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["agentclone", *map(str, args)])
-        try:
-            main()
-        except SystemExit as exc:
-            return exc.code, capsys.readouterr()
-        return 0, capsys.readouterr()
-
+    run = cli
     code, io = run("curate", defective_file, "--output", out, "--report", report, "--drop-duplicates",
                    "--drop-failed")
     assert code == 0, io.err

@@ -173,3 +173,29 @@ def test_format_reaches_the_builder_in_a_plain_run(tmp_path, counter_env_registe
     finally:
         builders.pop("spy")
     assert seen == ["action"]
+
+
+def test_an_eval_only_recipe_runs_in_an_empty_folder(tmp_path, counter_env_registered, tiny_model):
+    # stages: [eval] with the base policy alone (e.g. a served model): nothing to collect, build or train
+    recipe = plain(tiny_model, eval={"policies": ["base"]}).model_copy(update={"stages": ["eval"]})
+    result = run_recipe(recipe, tmp_path / "r")
+    assert ran(result) == ["eval base"]
+    assert result["stages"]["build"] == result["stages"]["train"] == "disabled"
+    assert len(read_trajectories(tmp_path / "r" / "eval" / "base.jsonl")) == 2
+    assert not (tmp_path / "r" / "demos.jsonl").exists()
+
+
+def test_eval_takes_set_overrides_like_run(tmp_path, counter_env_registered, tiny_model, cli):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"env": {"id": "test/counter-v0", "kwargs": {"targets": 4, "max_steps": 3}},
+                                    "model": tiny_model, "eval": {"episodes": 2, "generation": GEN,
+                                                                  "rollout": ROLLOUT}}))
+
+    code, io = cli("eval", path, "-o", tmp_path / "out", "--set", "eval.policies=[base]", "--set", "eval.episodes=3")
+    assert code == 0, io.err
+    assert len(read_trajectories(tmp_path / "out" / "eval" / "base.jsonl")) == 3
+    assert not (tmp_path / "out" / "eval" / "adapter.jsonl").exists()
+    code, io = cli("eval", path, "-o", tmp_path / "out2", "--set", "eval.episodez=3")
+    assert code == 2 and "eval.episodez" in io.err and not (tmp_path / "out2").exists()

@@ -16,8 +16,9 @@
   to an "Ambiguous request" prompt that is no choice number) is an invalid step (counted). An ambiguous
   command is a valid step: the simulator lists the matching actions and the next command is a number.
 * The score: ScienceWorld's 0..100 (``info["score"]``; -100 when the task failed, e.g. focusing on the
-  wrong thing). The reward of a step is the increase of the score clipped at 0, divided by 100, so an
-  episode's rewards sum to its final score / 100, in 0..1. The episode terminates when the simulator
+  wrong thing). The reward of a step is the increase of the score clipped at 0, divided by 100, the
+  first valid step's including the points a variation starts with (some do, e.g. 8 in find-* tasks), so
+  an episode's rewards sum to its final score / 100, in 0..1 (0 for a failed task). The episode terminates when the simulator
   says the task is completed (success) or the score is negative (failure); ``max_steps`` truncates
   (default: 100, or the variation's gold path length where that is longer: the boiling / melting
   test variations, friction and Mendelian genetics tasks have gold paths of 100-260 actions).
@@ -183,6 +184,7 @@ class ScienceWorldTextEnv(TextEnv):
         self._pos = 0  # index of the gold action after the gold prefix taken so far
         self._last_obs = ""  # the simulator's last answer
         self.score = 0
+        self._credited = 0  # score already paid out as reward this episode (a variation may start with points)
         self.task_description = ""
 
     # -- tasks ------------------------------------------------------------------------------
@@ -244,6 +246,7 @@ class ScienceWorldTextEnv(TextEnv):
         self.sim.loads += 1
         self.max_steps = self.fixed_max_steps or max(DEFAULT_MAX_STEPS, len(self.gold))
         self._on_gold, self._off_reason, self._taken, self._pos, self._last_obs = True, "", 0, 0, str(look)
+        self._credited = 0
         return f"{self.task_description}\n\n{look}"
 
     def _step(self, action: str) -> tuple[str, float, bool, dict]:
@@ -259,8 +262,10 @@ class ScienceWorldTextEnv(TextEnv):
         self._last_obs = obs
         if obs.strip().startswith(REJECTIONS):
             raise InvalidAction(obs.strip())
-        reward = (max(score, 0) - max(self.score, 0)) / 100.0
-        self.score = score
+        # the score not yet paid out: the first valid step also pays the points a variation starts with, so an
+        # episode's rewards sum to max(final score, 0) / 100
+        reward = (max(score, 0) - self._credited) / 100.0
+        self.score, self._credited = score, max(score, 0)
         terminated = completed or score < 0
         info: dict[str, Any] = {"score": score, "moves": moves}
         if terminated:

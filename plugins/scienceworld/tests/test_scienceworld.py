@@ -1,15 +1,21 @@
 """Tests of the ScienceWorld plugin against the real simulator (Java 17 and the scienceworld jar; no mocks).
 
+The model in the openai recipe's test is a stub HTTP server answering one fixed command.
+
 The JVMs come from the plugin's process-wide pool: the tests share one where they can, and the module
 ends by closing the pool and checking that no JVM it started is left.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +144,17 @@ def test_gold_path_reaches_the_maximum_score(env_id, split):
     env.close()
 
 
+def test_points_a_variation_starts_with_are_paid_at_the_first_step():
+    # find-plant train variation 2 starts at score 8: the rewards still sum to the final score / 100
+    env = make_env("scienceworld/find-plant-v1", train_variations=3)
+    task = next(t for t in env.tasks("train") if t.id == "find-plant-var-2")
+    env.reset(task)
+    assert env.score == 8
+    rewards, info, _ = expert_episode(env, task)
+    assert info["score"] == 100 and sum(rewards) == pytest.approx(1.0) and rewards[0] >= 0.08
+    env.close()
+
+
 def test_invalid_and_ambiguous_commands():
     env = make_env("scienceworld/find-plant-v1", train_variations=1)
     env.reset(env.tasks("train")[0])
@@ -240,3 +257,141 @@ def test_cli_collect_writes_expert_trajectories(tmp_path):
         assert traj.success and traj.error is None and traj.num_invalid == 0 and traj.task_kind == "find-animal"
         assert traj.return_ == pytest.approx(1.0) and traj.steps[0].observation.startswith("Your task is to find")
         assert all(s.thought.startswith("Following the reference solution") for s in traj.steps)
+
+
+# -- the recipes (recipes/scienceworld_*.yaml) ----------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
+# ETO's test-unseen split (eval_agent/data/sciworld/test_indices.json in Yifan-Song793/ETO): the first
+# variation of each of its 24 task types; it takes the first 10 test variations, or all where fewer
+ETO_FIRST_TEST_VARIATION = {
+    "boil": 21, "melt": 21, "freeze": 21, "change-the-state-of-matter-of": 21, "use-thermometer": 405,
+    "measure-melting-point-known-substance": 327, "power-component": 15,
+    "power-component-renewable-vs-nonrenewable-energy": 15, "test-conductivity": 675,
+    "test-conductivity-of-unknown-substances": 450, "find-living-thing": 225, "find-non-living-thing": 225,
+    "find-plant": 225, "find-animal": 225, "grow-plant": 93, "grow-fruit": 93, "chemistry-mix": 24,
+    "chemistry-mix-paint-secondary-color": 27, "chemistry-mix-paint-tertiary-color": 27,
+    "lifespan-longest-lived": 93, "lifespan-shortest-lived": 93, "lifespan-longest-lived-then-shortest-lived": 93,
+    "identify-life-stages-1": 9, "identify-life-stages-2": 6,
+}
+
+
+def recipe_tasks(name: str, overrides: dict | None = None):
+    from agentclone.recipes import load_recipe
+
+    recipe = load_recipe(RECIPES / name, overrides)
+    env = make_env(recipe.env.id, **recipe.env.kwargs)
+    return recipe, env.tasks("train"), env.tasks("heldout")
+
+
+def by_type(tasks) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for task in tasks:
+        out.setdefault(task.kind, []).append(task.data["variation"])
+    return out
+
+
+def test_the_recipes_evaluate_on_the_test_variations():
+    recipe, train, heldout = recipe_tasks("scienceworld_bc.yaml")
+    assert recipe.eval.split == "heldout" and recipe.eval.policies == ["base", "adapter"]
+    assert recipe.collect.split == "train" and recipe.format == "action"
+    assert {t.data["set"] for t in train} == {"train"} and {t.data["set"] for t in heldout} == {"test"}
+    assert len(train) == 105 and len(heldout) == 35
+    for name, variations in by_type(heldout).items():
+        assert variations == list(TASK_TYPES[name].variations_of("test"))[:5]
+        assert by_type(train)[name] == list(range(15))
+
+    recipe, _, heldout = recipe_tasks("scienceworld_eval_openai.yaml")
+    assert recipe.stages == ["eval"] and recipe.eval.backend == "openai" and recipe.eval.policies == ["base"]
+    assert {t.data["set"] for t in heldout} == {"test"} and len(heldout) == 211  # ETO's test-unseen
+    got = by_type(heldout)
+    assert set(got) == set(ETO_FIRST_TEST_VARIATION)
+    for name, variations in got.items():
+        test = list(TASK_TYPES[name].variations_of("test"))
+        assert variations == test[:10] and variations[0] == ETO_FIRST_TEST_VARIATION[name]
+    # all 30 task types, as the recipe's header says: delete task_types
+    _, _, every = recipe_tasks("scienceworld_eval_openai.yaml", {"env": {"kwargs": {"task_types": None}}})
+    assert len(every) == 271 and set(by_type(every)) == set(TASK_TYPES)
+
+
+@contextmanager
+def stub_chat_server(answer: str):
+    """An OpenAI-compatible endpoint on 127.0.0.1 answering a fixed command (a stub, not a model): yields its
+    base URL and the list of request bodies it received."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # /v1/models
+            self.reply({"object": "list", "data": [{"id": "stub-model", "root": "stub"}]})
+
+        def do_POST(self):  # /v1/chat/completions
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.reply({"choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": answer}}]})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", bodies
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_openai_recipe_evaluates_through_a_server(tmp_path):
+    """recipes/scienceworld_eval_openai.yaml, cut to 2 test variations of 2 steps, against a stub server:
+    every request names the served model, the report counts the episodes per task type, and each valid
+    step of the trajectories keeps ScienceWorld's score (what the per-task score in the header reads)."""
+    from agentclone.data import read_trajectories
+    from agentclone.prompting import ActionFormat
+    from agentclone.recipes import load_recipe
+    from agentclone.stages import evaluate
+
+    with stub_chat_server("Thought: I should see where I am.\nAction: look around") as (url, bodies):
+        recipe = load_recipe(RECIPES / "scienceworld_eval_openai.yaml", {
+            "env": {"kwargs": {"task_types": ["find-plant", "lifespan-longest-lived"], "heldout_variations": 1,
+                               "max_steps": 2}},
+            "eval": {"backend_options": {"base_url": url, "served_model": "stub-model", "tokenizer": None}},
+        })
+        report = evaluate(recipe, None, tmp_path, ActionFormat(recipe.format))
+    base = report["base"]
+    assert base["episodes"] == 2 and base["errored"] == 0 and base["invalid_action_rate"] == 0.0
+    assert set(base["by_kind"]) == {"find-plant", "lifespan-longest-lived"}
+    assert len(bodies) == 4 and {b["model"] for b in bodies} == {"stub-model"}
+    assert bodies[0]["messages"][0]["content"].startswith("You are an agent in ScienceWorld")
+    trajs = read_trajectories(tmp_path / "eval" / "base.jsonl")
+    assert {t.task_id for t in trajs} == {"find-plant-var-225", "lifespan-longest-lived-var-93"}
+    assert all(t.truncated and [s.action for s in t.steps] == ["look around"] * 2 for t in trajs)
+    assert all(isinstance(s.info["score"], int) for t in trajs for s in t.steps)
+
+
+def test_scores_per_task_type_final_and_highest():
+    from agentclone.data import Step, Trajectory
+    from agentclone_scienceworld.scores import score_table
+
+    def episode(kind, scores, success):
+        steps = [Step(observation="o", action="a", info={"score": x} if x is not None else {}) for x in scores]
+        return Trajectory(id=f"{kind}{scores}", env_id="e", task_id="t", task_kind=kind, steps=steps, success=success)
+
+    trajs = [episode("boil", [10, 50, 100], True), episode("boil", [8, 40, -100], False),
+             episode("melt", [None, 20, None], False), episode("melt", [None], False)]
+    rows = {r["task_type"]: r for r in score_table(trajs)}
+    # boil: final 100 and 0 (a failed task's -100), highest 100 and 40
+    assert rows["boil"] == {"task_type": "boil", "episodes": 2, "success": 50.0, "final": 50.0, "highest": 70.0}
+    # melt: invalid steps carry no score: the last valid one counts; an episode without any scores 0
+    assert (rows["melt"]["final"], rows["melt"]["highest"]) == (10.0, 10.0)
+    assert rows["all"]["episodes"] == 4 and rows["all"]["final"] == 30.0 and rows["all"]["highest"] == 40.0
+    assert list(rows) == ["boil", "melt", "all"]
