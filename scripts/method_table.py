@@ -50,6 +50,10 @@ def _rows_of(run: Path) -> list[tuple[str, Path, Path]]:
     return rows + baselines
 
 
+def _p(p: float) -> str:
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.1e}"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -77,7 +81,7 @@ def main(runs: list[str]) -> str:
             vs = "—"
             if method != "BC":
                 p = paired(trajs, bc)
-                vs = f"+{p['only_this']}/-{p['only_reference']} (p={p['p_value']:.2f})"
+                vs = f"+{p['only_this']}/-{p['only_reference']} (p={_p(p['p_value'])})"
                 acc = pooled.setdefault(method, [0, 0, 0])
                 acc[0] += p["only_this"]
                 acc[1] += p["only_reference"]
@@ -94,7 +98,7 @@ def main(runs: list[str]) -> str:
         for method, (only_this, only_bc, seeds) in pooled.items():
             if seeds > 1:
                 lines.append(f"| {method} | {seeds} seeds pooled | | +{only_this}/-{only_bc} "
-                             f"(p={mcnemar_exact(only_this, only_bc):.2f}) | | | | | |")
+                             f"(p={_p(mcnemar_exact(only_this, only_bc))}) | | | | | |")
     return "\n".join(lines)
 
 
