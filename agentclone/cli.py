@@ -592,20 +592,17 @@ def curate(
     outlier_z: Optional[float] = typer.Option(None, "--outlier-z", help="drop length and return outliers (robust z-score above Z)"),
 ) -> None:
     """Measure a trajectory set's quality (duplicates, conflicting actions, loops, ...) and filter it."""
-    from agentclone.curate import CurateOptions, curate_file
-    from agentclone.data import atomic_write_text
-
     from pydantic import ValidationError
 
-    from agentclone.errors import UserError
+    from agentclone.curate import CurateOptions, curate_file
+    from agentclone.data import atomic_write_text
 
     try:
         options = CurateOptions(drop_failed=drop_failed, max_steps=max_steps, min_return=min_return, outlier_z=outlier_z,
                                 drop_looping=drop_looping, drop_duplicates=drop_duplicates,
                                 drop_conflicting=drop_conflicting)
     except ValidationError as e:
-        raise UserError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg'].lower()}"
-                                  for err in e.errors())) from None
+        _fail("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg'].lower()}" for err in e.errors()))
     result = curate_file(input, output, options)
     if report is not None:
         atomic_write_text(report, json.dumps(result, indent=2))

@@ -18,8 +18,9 @@
 * The score: ScienceWorld's 0..100 (``info["score"]``; -100 when the task failed, e.g. focusing on the
   wrong thing). The reward of a step is the increase of the score clipped at 0, divided by 100, the
   first valid step's including the points a variation starts with (some do, e.g. 8 in find-* tasks), so
-  an episode's rewards sum to its final score / 100, in 0..1 (0 for a failed task). The episode terminates when the simulator
-  says the task is completed (success) or the score is negative (failure); ``max_steps`` truncates
+  an episode's rewards sum to its final score / 100, in 0..1 (0 for a failed task). The episode
+  terminates when the simulator says the task is completed (success) or the score is negative
+  (failure); ``max_steps`` truncates
   (default: 100, or the variation's gold path length where that is longer: the boiling / melting
   test variations, friction and Mendelian genetics tasks have gold paths of 100-260 actions).
 * The expert: ScienceWorld's gold action sequence for the variation (``get_gold_action_sequence``),
