@@ -56,7 +56,20 @@ def _dist():
         from accelerate import PartialState
 
         PartialState(timeout=timedelta(seconds=TIMEOUT_S))
+        import atexit
+
+        atexit.register(_shut_down, dist)
     return dist
+
+
+def _shut_down(dist) -> None:
+    """Close the process group at exit: a process that left with gloo's threads still running aborted
+    ("terminate called without an active exception", exit status -6) when its peers were still closing."""
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 (exiting anyway; a peer already gone is not this process's error)
+        pass
 
 
 def together() -> bool:
