@@ -56,20 +56,30 @@ def _dist():
         from accelerate import PartialState
 
         PartialState(timeout=timedelta(seconds=TIMEOUT_S))
-        import atexit
-
-        atexit.register(_shut_down, dist)
     return dist
 
 
-def _shut_down(dist) -> None:
-    """Close the process group at exit: a process that left with gloo's threads still running aborted
-    ("terminate called without an active exception", exit status -6) when its peers were still closing."""
+def _shut_down() -> None:
+    """Close the process group at exit, whoever started it: in `agentclone run` it is already started when this
+    module first needs it, so a hook registered there (the first fix) never ran.
+    Left open, gloo's worker threads outlive the interpreter: a worker that drops the last reference to a
+    finished collective's tensors needs the GIL while Python finalizes, and the process aborts
+    ("terminate called without an active exception", exit status -6; seen in about 1 run in 10 on a
+    loaded 2-core machine, from a core dump). Destroying the group joins those threads first."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
     try:
-        if dist.is_initialized():
+        if dist is not None and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     except Exception:  # noqa: BLE001 (exiting anyway; a peer already gone is not this process's error)
         pass
+
+
+if world_size() > 1:
+    import atexit
+
+    atexit.register(_shut_down)
 
 
 def together() -> bool:
