@@ -37,6 +37,7 @@ from agentclone.data import (
 from agentclone.distributed import is_main, on_every, on_main, rank, together, world_size
 from agentclone.envs import make_env
 from agentclone.evaluation import write_report
+from agentclone.memory import give_back
 from agentclone.policies.base import GenerationSettings, Policy, make_policy
 from agentclone.prompting import ActionFormat
 from agentclone.recipes import CollectSpec, CurateSpec, EvalSpec, FileSourceSpec, Recipe, RolloutSpec, TrainerSpec
@@ -169,6 +170,7 @@ class StageRunner:
             on_main(fn, name)
         self.timings[name] = round(time.perf_counter() - t0, 1)
         self.outcomes[name] = "ran"
+        freed = give_back()  # the next stage of this process does not start from this one's peak
 
         def record() -> None:
             mark_done(output, h)
@@ -176,7 +178,8 @@ class StageRunner:
             atomic_write_text(self.out / "stages.json", json.dumps(self.outcomes, indent=2))
 
         on_main(record, f"recording {name}")
-        log(f"   {name} took {self.timings[name]:.0f}s")
+        log(f"   {name} took {self.timings[name]:.0f}s"
+            + (f"; {freed / 1e9:.1f} GB of memory given back" if freed >= 1e8 else ""))
         return h
 
 
