@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentclone.data import Trajectory, atomic_write_text
-from agentclone.distributed import barrier
+from agentclone.distributed import barrier, is_main
 from agentclone.prompting import ActionFormat, trajectory_messages
 
 
@@ -54,7 +54,9 @@ class TrainSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: float32 on a CPU (bf16 is slow there), bf16 on a GPU"
     )
-    gradient_checkpointing: bool | None = Field(None, description="None: off on a CPU, on on a GPU")
+    gradient_checkpointing: bool | None = Field(
+        None, description="None: on on a GPU; on a CPU, on only when a step of batch_size x max_length tokens "
+        "may not fit the machine's memory (estimate_step_bytes)")
     group_by_length: bool = Field(True, description="batch samples of similar length to waste less padding")
     padding_free: bool = Field(
         False, description="TRL padding-free batches (correct with SDPA or flash attention; see docs/benchmarks.md)"
@@ -154,6 +156,66 @@ def _on_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+#: resident bytes that one training step of a Llama-shaped model holds per token, per layer and per unit of
+#: hidden size, in float32 without gradient checkpointing: 182, from bench/train_memory.py on SmolLM2-135M
+#: (13.07 GB after the backward pass at 4 x 1000 tokens, 0.46 GB of it the loaded model; docs/benchmarks.md)
+ACTIVATION_BYTES = 182
+
+
+#: the rest of a training process (torch, the Trainer, the dataset): what the quickstart's train stage held
+#: beyond the model and the activations of its longest batch (7.83 GB peak, 4 rows padded to 481 tokens)
+PROCESS_BYTES = int(1.2e9)
+
+
+def estimate_step_bytes(model_config, tokens: int, precision: str) -> int:
+    """Resident memory a training step of ``tokens`` tokens (rows x padded length) may need without gradient
+    checkpointing: the model (about 12 h^2 weights a layer, and the embeddings), the saved activations scaled
+    from the measured float32 figure, and the process around them. Preference objectives hold more
+    (reference passes: 1.75x measured for DPO, docs/benchmarks.md)."""
+    h = int(getattr(model_config, "hidden_size", 0) or 0)
+    layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
+    vocab = int(getattr(model_config, "vocab_size", 0) or 0)
+    width = 4 if precision == "fp32" else 2
+    weights = (12 * layers * h * h + vocab * h) * width
+    return int(PROCESS_BYTES + weights + tokens * layers * h * ACTIVATION_BYTES * width / 4)
+
+
+def longest_batch_tokens(dataset, settings: TrainSettings) -> int:
+    """Tokens of the largest batch: ``batch_size`` rows padded to the longest row (sorted by length, the
+    longest rows share a batch); ``max_length`` per row where rows are not plain token sequences."""
+    longest = settings.max_length
+    if "input_ids" in getattr(dataset, "column_names", ()) and len(dataset):
+        longest = min(settings.max_length, max(len(x) for x in dataset["input_ids"]))
+    return settings.batch_size * longest
+
+
+def memory_total_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose_checkpointing(settings: TrainSettings, gpu: bool, model_config, precision: str, tokens: int,
+                         total: int | None = None) -> tuple[bool, str]:
+    """Gradient checkpointing on or off, and why. A setting of true or false is kept; unset, it is on on a GPU
+    and, on a CPU, on only where the largest step (``tokens``, ``estimate_step_bytes``) may exceed 80% of the
+    machine's memory: off on the 24 GB machine the quickstart is measured on (it trains 1.5x faster
+    without), on on an 8 GB laptop (the quickstart's training peaked at 7.8 GB without, 4.7 GB with, the
+    same adapter's actions; docs/benchmarks.md)."""
+    if settings.gradient_checkpointing is not None:
+        return settings.gradient_checkpointing, "set by train.gradient_checkpointing"
+    if gpu:
+        return True, "on a GPU"
+    total = memory_total_bytes() if total is None else total
+    if total is None:
+        return False, "this machine's memory is unknown"
+    need = estimate_step_bytes(model_config, tokens, precision)
+    on = need > 0.8 * total
+    return on, (f"the largest step ({tokens} tokens) may need about {need / 1e9:.1f} GB without it; this machine "
+                f"has {total / 1e9:.1f} GB (set train.gradient_checkpointing to decide)")
 
 
 def _common_config_fields(settings: TrainSettings, precision: str, grad_ckpt: bool, gpu: bool, progress: bool,
@@ -357,7 +419,12 @@ def train_lora(
     precision = settings.precision
     if precision == "auto":
         precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
-    grad_ckpt = settings.gradient_checkpointing if settings.gradient_checkpointing is not None else gpu
+    from transformers import AutoConfig
+
+    grad_ckpt, why = choose_checkpointing(settings, gpu, AutoConfig.from_pretrained(path), precision,
+                                          longest_batch_tokens(dataset, settings))
+    if settings.gradient_checkpointing is None and not gpu and progress and is_main():
+        print(f"gradient checkpointing {'on' if grad_ckpt else 'off'}: {why}", flush=True)
     ckpt_dir = output_dir / "checkpoints"
     config = build_trl_config(objective, settings, str(ckpt_dir), precision, grad_ckpt, gpu, progress)
 
@@ -406,6 +473,7 @@ def train_lora(
         "train_tokens_per_s": round(tokens * (epochs_done or 0) / wall, 2) if wall > 0 else None,
         "resumed_from": str(resume) if resume else None,
         "precision": precision,
+        "gradient_checkpointing": grad_ckpt,
         "ema_decay": settings.ema_decay,
         "log_history": trainer.state.log_history,
     }
