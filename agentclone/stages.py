@@ -59,10 +59,42 @@ def log(msg: str) -> None:
 
 
 # -- fingerprints and the runner ------------------------------------------------------------
+def _payload(inputs: dict) -> str:
+    return json.dumps(inputs, sort_keys=True, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o))
+
+
 def fingerprint(inputs: dict) -> str:
     """A short hash of a stage's inputs (pydantic models included)."""
-    payload = json.dumps(inputs, sort_keys=True, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o))
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return hashlib.sha256(_payload(inputs).encode()).hexdigest()[:16]
+
+
+def input_values(inputs: dict) -> dict[str, Any]:
+    """A stage's inputs as dotted keys and plain values (kept in its stamp, to say what changed)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value
+
+    walk("", json.loads(_payload(inputs)))
+    return flat
+
+
+_MISSING = object()
+
+
+def changed_inputs(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """``key (old -> new)`` for the inputs that differ, the first ``limit`` of them."""
+    def show(v: Any) -> str:
+        text = "unset" if v is _MISSING else json.dumps(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
+    parts = [f"{k} ({show(old.get(k, _MISSING))} -> {show(new.get(k, _MISSING))})" for k in keys[:limit]]
+    return ", ".join(parts) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _stamp_path(path: Path) -> Path:
@@ -89,10 +121,11 @@ def stamp_of(path: Path) -> str | None:
     return data["inputs"] if data else None
 
 
-def ensure_fresh(path: Path, inputs_hash: str) -> bool:
+def ensure_fresh(path: Path, inputs_hash: str, values: dict[str, Any] | None = None) -> bool:
     """Keep ``path`` if it was made from the same inputs, else move it aside; True when it is complete.
 
     Nothing is deleted: an output of other inputs becomes ``NAME.stale-TIMESTAMP`` and the stage redoes it.
+    ``values`` (``input_values``) are kept in the stamp, so a later change can be named in the log.
     """
     from agentclone.rollout import merge_rank_parts
 
@@ -106,17 +139,24 @@ def ensure_fresh(path: Path, inputs_hash: str) -> bool:
             aside = path.with_name(f"{path.stem}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{n}{path.suffix}")
             n += 1
         os.replace(path, aside)
-        log(f"   {path.name} was made from other inputs; moved it to {aside.name} and redoing it")
+        what = changed_inputs(old["values"], values) if values is not None and "values" in old else ""
+        log(f"   {path.name} was made from other inputs{': ' + what if what else ''}; moved it to "
+            f"{aside.name} and redoing it")
         old = None
     done = bool(old and old["inputs"] == inputs_hash and old.get("done") and path.exists())
     if not done:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_stamp_path(path), json.dumps({"inputs": inputs_hash, "done": False}))
+        stamp = {"inputs": inputs_hash, "done": False}
+        if values is not None:
+            stamp["values"] = values
+        atomic_write_text(_stamp_path(path), json.dumps(stamp))
     return done
 
 
 def mark_done(path: Path, inputs_hash: str) -> None:
-    atomic_write_text(_stamp_path(Path(path)), json.dumps({"inputs": inputs_hash, "done": True}))
+    old = _read_stamp(Path(path)) or {}
+    values = {"values": old["values"]} if old.get("inputs") == inputs_hash and "values" in old else {}
+    atomic_write_text(_stamp_path(Path(path)), json.dumps({"inputs": inputs_hash, "done": True, **values}))
 
 
 #: stage kinds every process of ``accelerate launch`` runs together: collections and evaluations split
@@ -149,11 +189,12 @@ class StageRunner:
         if kind not in self.enabled:
             self.outcomes[name] = "disabled"
             return stamp_of(output)
-        h = fingerprint(inputs() if callable(inputs) else inputs)
+        given = inputs() if callable(inputs) else inputs
+        h = fingerprint(given)
         log(f"[bold cyan]== {name}[/]")
 
         def skip() -> bool:
-            done = ensure_fresh(output, h)
+            done = ensure_fresh(output, h, input_values(given))
             # an output of these inputs that proves itself complete (an adapter's manifest) is kept even when
             # the process died between writing it and marking the stage done
             return (done and (complete is None or complete())) or (complete is not None and complete())

@@ -31,7 +31,8 @@ def ran(result):
     return sorted(name for name, what in result["stages"].items() if what == "ran")
 
 
-def test_plain_recipe_redoes_only_what_a_changed_setting_touches(tmp_path, counter_env_registered, tiny_model):
+def test_plain_recipe_redoes_only_what_a_changed_setting_touches(tmp_path, counter_env_registered, tiny_model,
+                                                                 capsys):
     out = tmp_path / "run"
     first = run_recipe(plain(tiny_model), out)
     assert ran(first) == ["build", "collect", "eval adapter", "eval base", "train"]
@@ -42,10 +43,13 @@ def test_plain_recipe_redoes_only_what_a_changed_setting_touches(tmp_path, count
     changed = run_recipe(plain(tiny_model, train={"learning_rate": 0.01}), out)
     assert ran(changed) == ["eval adapter", "train"]
     assert len(list((out / "eval").glob("adapter.stale-*.jsonl"))) == 1  # the old adapter's rollouts moved aside
-    # an eval setting: both evaluations only
+    # an eval setting: both evaluations only, and the log names what changed
+    capsys.readouterr()
     assert ran(run_recipe(plain(tiny_model, train={"learning_rate": 0.01}, eval={"episodes": 3}), out)) == [
         "eval adapter", "eval base"]
     assert len(read_trajectories(out / "eval" / "adapter.jsonl")) == 3
+    log = " ".join(capsys.readouterr().err.split())
+    assert "base.jsonl was made from other inputs: eval.episodes (2 -> 3); moved it to base.stale-" in log
 
 
 def rounds_recipe(model, **train):
