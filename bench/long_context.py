@@ -11,9 +11,10 @@ observation of about 60 tokens, and the second turn is timed. Same model, same p
 prefixes shared). The ratio column is continuous over generate, measured in this run.
 
 Why it exists: a BabyAI evaluation (10 concurrent episodes, contexts growing to about 2,000 tokens) took
-over a minute a turn on the continuous engine. transformers' SDPA path for the paged cache attends from
-every new token of a forward pass to every cached token of every request in it (one flattened batch and a
-block mask), so a turn's cost grows with concurrency x context, not context alone.
+over a minute a turn on the continuous engine, and transformers' SDPA path for the paged cache attends
+from every new token of a forward pass to every cached token of every request in it (one flattened batch
+and a block mask), so its cost per turn could grow with concurrency x context. This measures whether the
+continuous engine is then slower than plain ``generate`` (results in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def heap_left_resident(total_mb: int = 300):
 @needs_trim
 def test_freed_heap_stays_resident_without_give_back():
     """The premise, so the next test shows something: freeing alone does not lower resident memory."""
+    give_back()  # what earlier tests freed would otherwise be reused, resident already: no growth to see
     before = resident_bytes()
     unpin = heap_left_resident()
     try:
@@ -46,6 +47,7 @@ def test_freed_heap_stays_resident_without_give_back():
 
 @needs_trim
 def test_the_stage_runner_gives_a_stages_freed_memory_back(tmp_path, capsys):
+    give_back()
     before = resident_bytes()
     unpins = []
     runner = StageRunner(tmp_path)
