@@ -55,8 +55,8 @@ class TrainSettings(BaseModel):
         "auto", description="auto: float32 on a CPU (bf16 is slow there), bf16 on a GPU"
     )
     gradient_checkpointing: bool | None = Field(
-        None, description="None: on on a GPU; on a CPU, on only when a step of batch_size x max_length tokens "
-        "may not fit the machine's memory (estimate_step_bytes)")
+        None, description="None: on on a GPU; on a CPU, on only when the largest step (batch_size rows padded "
+        "to the longest sample) may not fit the machine's memory (choose_checkpointing)")
     group_by_length: bool = Field(True, description="batch samples of similar length to waste less padding")
     padding_free: bool = Field(
         False, description="TRL padding-free batches (correct with SDPA or flash attention; see docs/benchmarks.md)"
@@ -212,10 +212,13 @@ def choose_checkpointing(settings: TrainSettings, gpu: bool, model_config, preci
     total = memory_total_bytes() if total is None else total
     if total is None:
         return False, "this machine's memory is unknown"
-    need = estimate_step_bytes(model_config, tokens, precision)
+    # every process of `accelerate launch` on this machine trains its own step
+    procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    need = procs * estimate_step_bytes(model_config, tokens, precision)
     on = need > 0.8 * total
-    return on, (f"the largest step ({tokens} tokens) may need about {need / 1e9:.1f} GB without it; this machine "
-                f"has {total / 1e9:.1f} GB (set train.gradient_checkpointing to decide)")
+    each = f" in each of {procs} processes" if procs > 1 else ""
+    return on, (f"the largest step ({tokens} tokens{each}) may need about {need / 1e9:.1f} GB without it; this "
+                f"machine has {total / 1e9:.1f} GB (set train.gradient_checkpointing to decide)")
 
 
 def _common_config_fields(settings: TrainSettings, precision: str, grad_ckpt: bool, gpu: bool, progress: bool,

@@ -61,7 +61,7 @@ def test_the_stage_runner_gives_a_stages_freed_memory_back(tmp_path, capsys):
         unpins[0]()
 
 
-def test_checkpointing_turns_on_where_the_quickstarts_largest_step_may_not_fit(tmp_path, smollm2_path):
+def test_checkpointing_turns_on_where_the_quickstarts_largest_step_may_not_fit(tmp_path, smollm2_path, monkeypatch):
     """The quickstart's own samples and model: its largest step (4 rows padded to the longest) needs about
     7.8 GB without checkpointing (measured: 7.83 GB), so it stays off on the 24 GB machine and turns on on
     an 8 GB laptop; a setting of true or false is kept; a GPU turns it on."""
@@ -91,6 +91,12 @@ def test_checkpointing_turns_on_where_the_quickstarts_largest_step_may_not_fit(t
     assert not on and "7.8 GB" in why
     assert choose_checkpointing(settings, False, config, "fp32", tokens, total=8 * GB)[0]
     assert choose_checkpointing(settings, True, config, "fp32", tokens, total=24 * GB)[0]  # a GPU
+    # two processes of accelerate launch on one machine: two steps in its memory
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    on, why = choose_checkpointing(settings, False, config, "fp32", tokens, total=16 * GB)
+    assert on and "in each of 2 processes" in why and "15.7 GB" in why
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert not choose_checkpointing(settings, False, config, "fp32", tokens, total=16 * GB)[0]
     for fixed in (True, False):
         kept = settings.model_copy(update={"gradient_checkpointing": fixed})
         assert choose_checkpointing(kept, False, config, "fp32", tokens, total=8 * GB if not fixed else 24 * GB)[0] is fixed
