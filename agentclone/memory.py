@@ -28,15 +28,23 @@ def resident_bytes() -> int | None:
         return None
 
 
+def memory_total_bytes() -> int | None:
+    """The machine's physical memory, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
     global _libc
     if _libc is None:
         try:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         except OSError:
             _libc = False
-    trim = getattr(_libc, "malloc_trim", None) if _libc else None  # glibc only (not musl, not macOS)
-    return trim
+    return getattr(_libc, "malloc_trim", None) if _libc else None
 
 
 def give_back() -> int:

@@ -146,17 +146,19 @@ def ensure_fresh(path: Path, inputs_hash: str, values: dict[str, Any] | None = N
     done = bool(old and old["inputs"] == inputs_hash and old.get("done") and path.exists())
     if not done:
         path.parent.mkdir(parents=True, exist_ok=True)
-        stamp = {"inputs": inputs_hash, "done": False}
-        if values is not None:
-            stamp["values"] = values
-        atomic_write_text(_stamp_path(path), json.dumps(stamp))
+        _write_stamp(path, inputs_hash, False, values)
     return done
 
 
-def mark_done(path: Path, inputs_hash: str) -> None:
-    old = _read_stamp(Path(path)) or {}
-    values = {"values": old["values"]} if old.get("inputs") == inputs_hash and "values" in old else {}
-    atomic_write_text(_stamp_path(Path(path)), json.dumps({"inputs": inputs_hash, "done": True, **values}))
+def _write_stamp(path: Path, inputs_hash: str, done: bool, values: dict[str, Any] | None) -> None:
+    stamp: dict[str, Any] = {"inputs": inputs_hash, "done": done}
+    if values is not None:
+        stamp["values"] = values
+    atomic_write_text(_stamp_path(Path(path)), json.dumps(stamp))
+
+
+def mark_done(path: Path, inputs_hash: str, values: dict[str, Any] | None = None) -> None:
+    _write_stamp(path, inputs_hash, True, values)
 
 
 #: stage kinds every process of ``accelerate launch`` runs together: collections and evaluations split
@@ -190,11 +192,11 @@ class StageRunner:
             self.outcomes[name] = "disabled"
             return stamp_of(output)
         given = inputs() if callable(inputs) else inputs
-        h = fingerprint(given)
+        h, values = fingerprint(given), input_values(given)
         log(f"[bold cyan]== {name}[/]")
 
         def skip() -> bool:
-            done = ensure_fresh(output, h, input_values(given))
+            done = ensure_fresh(output, h, values)
             # an output of these inputs that proves itself complete (an adapter's manifest) is kept even when
             # the process died between writing it and marking the stage done
             return (done and (complete is None or complete())) or (complete is not None and complete())
@@ -214,7 +216,7 @@ class StageRunner:
         freed = give_back()  # the next stage of this process does not start from this one's peak
 
         def record() -> None:
-            mark_done(output, h)
+            mark_done(output, h, values)
             atomic_write_text(self.out / "timings.json", json.dumps(self.timings, indent=2))
             atomic_write_text(self.out / "stages.json", json.dumps(self.outcomes, indent=2))
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentclone.data import Trajectory, atomic_write_text
 from agentclone.distributed import barrier, is_main
+from agentclone.memory import memory_total_bytes
 from agentclone.prompting import ActionFormat, trajectory_messages
 
 
@@ -189,13 +190,6 @@ def longest_batch_tokens(dataset, settings: TrainSettings) -> int:
     if "input_ids" in getattr(dataset, "column_names", ()) and len(dataset):
         longest = min(settings.max_length, max(len(x) for x in dataset["input_ids"]))
     return settings.batch_size * longest
-
-
-def memory_total_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def choose_checkpointing(settings: TrainSettings, gpu: bool, model_config, precision: str, tokens: int,
