@@ -48,7 +48,16 @@ class PolicyMeter:
             for i in range(0, len(ordered), policy.batch_size):
                 chunk = ordered[i : i + policy.batch_size]
                 self.padded_prompt_tokens += max(chunk) * len(chunk) if padded_chunks else sum(chunk)
-            self.new_tokens += sum(len(x) for x in policy.tokenizer(texts, add_special_tokens=False)["input_ids"])
+            answers = [len(x) for x in policy.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            self.new_tokens += sum(answers)
+            for request, length, answer in zip(requests, lengths, answers):
+                last = self.last.get(request.episode_id)
+                if last is None:  # an episode's first step: its whole prompt is new
+                    self.first_prompts.append(length)
+                else:  # a later step: the tokens past the previous prompt and answer are new
+                    self.later_prompts.append(max(1, length - last))
+                self.answers.append(answer)
+                self.last[request.episode_id] = length + answer
             return texts
 
         policy.act = metered
@@ -56,6 +65,10 @@ class PolicyMeter:
     def reset(self) -> None:
         self.calls = self.rows = self.prompt_tokens = self.padded_prompt_tokens = self.new_tokens = 0
         self.act_s = 0.0
+        self.last: dict[str, int] = {}  # episode -> tokens its conversation holds after its last answer
+        self.first_prompts: list[int] = []
+        self.later_prompts: list[int] = []
+        self.answers: list[int] = []
 
     def snapshot(self) -> dict:
         return {
@@ -66,7 +79,15 @@ class PolicyMeter:
             "padding_share": ratio(self.padded_prompt_tokens - self.prompt_tokens, self.padded_prompt_tokens),
             "new_tokens": self.new_tokens,
             "act_s": round(self.act_s, 3),
+            "workload": self.workload(),
         }
+
+    def workload(self) -> dict:
+        """The mean episode as an engine that keeps every conversation's KV cache sees it."""
+        mean = lambda xs: round(sum(xs) / len(xs)) if xs else 0  # noqa: E731
+        episodes = len(self.first_prompts)
+        return {"first_prompt": mean(self.first_prompts), "later_prompt": mean(self.later_prompts),
+                "answer": mean(self.answers), "steps": round(len(self.answers) / episodes) if episodes else 0}
 
 
 def run_setting(make_env, env_kwargs, policy, tasks, concurrency: int, episodes: int, args, meter,
@@ -163,6 +184,45 @@ def explain(model, tok, device: str, prompt_len: int, new_tokens: int, batch: in
     return out
 
 
+def ceiling(model, tok, device: str, first_prompt: int, later_prompt: int, answer: int, steps: int,
+            batch: int) -> dict:
+    """The most any engine can gain from batching ``batch`` episodes on this machine: the model's own
+    forward passes for the mean episode's tokens, with every conversation's KV cache kept (nothing
+    re-encoded), every row the same length (no padding), nothing but the model (no scheduling, no
+    tokenizer, no environment). Episodes one at a time against ``batch`` episodes in lockstep; wall
+    seconds (and process CPU seconds) per episode."""
+    import torch
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(0)
+    high = min(len(tok), model.config.vocab_size)
+
+    def episodes(rows: int) -> None:
+        cache = DynamicCache(config=model.config)
+        for step in range(steps):
+            new = first_prompt if step == 0 else later_prompt
+            ids = torch.randint(100, high, (rows, new), generator=g).to(device)
+            logits = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            for _ in range(answer):  # greedy decoding, one token a forward, as generate does
+                nxt = logits[:, -1:].argmax(-1)
+                logits = model(nxt, past_key_values=cache, use_cache=True).logits
+        sync(device)
+
+    out = {"first_prompt": first_prompt, "later_prompt": later_prompt, "answer": answer, "steps": steps,
+           "batch": batch}
+    with torch.inference_mode():
+        episodes(1)  # warm-up
+        for name, rows, repeat in (("one_at_a_time", 1, batch), ("batched", batch, 1)):
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(repeat):
+                episodes(rows)
+            out[f"{name}_s_per_episode"] = (time.perf_counter() - w0) / batch
+            out[f"{name}_cpu_s_per_episode"] = (time.process_time() - c0) / batch
+    out["ceiling"] = ratio(out["one_at_a_time_s_per_episode"], out["batched_s_per_episode"])
+    out["ceiling_cpu"] = ratio(out["one_at_a_time_cpu_s_per_episode"], out["batched_cpu_s_per_episode"])
+    return out
+
+
 def make_policy(engine: str, model, tok, args, device: str):
     from agentclone.policies.base import GenerationSettings, PolicyRequest
     from agentclone.policies.hf import HFPolicy
@@ -201,6 +261,11 @@ def parse_args(argv=None):
                    help="also time prefill and decoding alone at batch 1 and batch 16 (where the speedup comes from)")
     p.add_argument("--explain-only", nargs=2, type=int, metavar=("PROMPT_TOKENS", "NEW_TOKENS"), default=None,
                    help="only the --explain timings, for prompts and answers of these mean lengths")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also time the model alone on the mean episode of the concurrency-1 run, one episode at a time "
+                        "and 16 in lockstep, with every KV cache kept: the most any engine can gain at 16")
+    p.add_argument("--ceiling-only", nargs=4, type=int, metavar=("FIRST_PROMPT", "LATER_PROMPT", "ANSWER", "STEPS"),
+                   default=None, help="only the --ceiling timings, for an episode of these mean token counts")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
     args.concurrency = sorted({1, *(int(c) for c in args.concurrency.split(",") if c.strip())})
@@ -227,6 +292,13 @@ def main(argv=None) -> dict:
         print(table("Where the time goes (per row)", [(k, k) for k in explained], [explained]))
         payload = {"benchmark": "rollouts-explain", "machine": machine_info(device), "model": model_info,
                    "explain": explained}
+        write_json(args.json_out, payload)
+        return payload
+    if args.ceiling_only:
+        bound = ceiling(model, tok, device, *args.ceiling_only, 16)
+        print(table("Ceiling: the model alone, every KV cache kept (per episode)", [(k, k) for k in bound], [bound]))
+        payload = {"benchmark": "rollouts-ceiling", "machine": machine_info(device), "model": model_info,
+                   "ceiling": bound}
         write_json(args.json_out, payload)
         return payload
     machine = machine_info(device)  # at the start: the load average then
@@ -273,6 +345,15 @@ def main(argv=None) -> dict:
                     [(k, k) for k in ("prompt_len", "new_tokens", "prefill_batching_gain", "decode_batching_gain",
                                       "prefill_share_batch_1", "prefill_share_batched", "expected_step_gain")],
                     [explained]))
+    bound = None
+    if args.ceiling:
+        w = base["workload"]
+        bound = ceiling(model, tok, device, w["first_prompt"], w["later_prompt"], max(1, w["answer"]),
+                        max(1, w["steps"]), 16)
+        print()
+        print(table("Ceiling: the model alone on the mean episode of the concurrency-1 run, every KV cache kept "
+                    "(per episode; ceiling = one at a time / 16 in lockstep)",
+                    [(k, k) for k in bound], [bound]))
     at16 = next((r for r in rows if r["concurrency"] == 16 and r["engine"] == "generate"), None)
     targets = {}
     if at16:
@@ -290,6 +371,7 @@ def main(argv=None) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "json_out"},
         "results": rows,
         "explain": explained,
+        "ceiling": bound,
         "targets": targets,
     }
     write_json(args.json_out, payload)

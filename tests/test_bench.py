@@ -177,3 +177,47 @@ def test_preference_cost_ratios_are_against_sft_of_the_same_run():
     assert dpo.trl["beta"] == 0.1 and dpo.trl["loss_type"] == ["sigmoid", "sft"]
     assert (dpo.precision, dpo.gradient_checkpointing, dpo.lora.r, dpo.lora.alpha) == ("fp32", False, 16, 32)
     assert case_settings("sft", 2).trl == {} and case_settings("kto", 2).trl == {"beta": 0.1}
+
+
+def test_rollout_meter_reads_the_mean_episode_an_engine_with_kv_reuse_sees():
+    """--ceiling times the model on this workload: first prompt whole, later steps only their new tokens."""
+    from bench.rollouts import PolicyMeter
+    from agentclone.policies.base import PolicyRequest
+
+    class Words:  # one token per word
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [t.split() for t in texts]}
+
+    class Fake:
+        tokenizer, batch_size, device = Words(), 8, "cpu"
+
+        def _prompts(self, requests):
+            return [" ".join(m["content"] for m in r.messages) for r in requests]
+
+        def act(self, requests):
+            return ["a b c"] * len(requests)  # 3-token answers
+
+    policy = Fake()
+    meter = PolicyMeter(policy)
+    obs = lambda n: {"role": "user", "content": " ".join(["w"] * n)}  # noqa: E731
+    said = {"role": "assistant", "content": "a b c"}
+    # episode x: 10-token first prompt, then 5 new tokens; episode y: a 20-token first prompt alone
+    policy.act([PolicyRequest(messages=[obs(10)], episode_id="x"), PolicyRequest(messages=[obs(20)], episode_id="y")])
+    policy.act([PolicyRequest(messages=[obs(10), said, obs(5)], episode_id="x")])
+    w = meter.snapshot()["workload"]
+    assert w == {"first_prompt": 15, "later_prompt": 5, "answer": 3, "steps": 2}  # 3 steps over 2 episodes: 1.5 -> 2
+
+
+def test_ceiling_runs_both_ways_on_the_same_tokens():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.rollouts import ceiling
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1)).eval()
+    out = ceiling(model, list(range(300)), "cpu", first_prompt=6, later_prompt=2, answer=3, steps=2, batch=4)
+    assert (out["first_prompt"], out["later_prompt"], out["answer"], out["steps"], out["batch"]) == (6, 2, 3, 2, 4)
+    assert out["one_at_a_time_s_per_episode"] > 0 and out["batched_s_per_episode"] > 0
+    assert out["ceiling"] == out["one_at_a_time_s_per_episode"] / out["batched_s_per_episode"]
