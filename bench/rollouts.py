@@ -228,8 +228,9 @@ def make_policy(engine: str, model, tok, args, device: str):
     from agentclone.policies.hf import HFPolicy
 
     gen = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    extra = {"max_batch_tokens": args.max_batch_tokens} if engine == "continuous" else {}
     policy = HFPolicy(model=args.model, model_obj=model, tokenizer=tok, batch_size=args.batch_size, device=device,
-                      generation=gen, engine=engine)
+                      generation=gen, engine=engine, **extra)
     if engine == "generate":
         return policy
     # start the engine on a prompt that shares no prefix with the episodes (not measured)
@@ -255,6 +256,8 @@ def parse_args(argv=None):
     p.add_argument("--engines", default="generate",
                    help="generate and/or continuous: the hf policy's engines (HFPolicy(engine=...); continuous is "
                         "transformers' continuous batching with prefix caching); the baseline is generate at concurrency 1")
+    p.add_argument("--max-batch-tokens", type=int, default=1024,
+                   help="the continuous engine's tokens per forward pass (the hf policy's max_batch_tokens)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--explain", action="store_true",
