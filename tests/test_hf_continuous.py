@@ -266,3 +266,27 @@ def test_an_unclosed_engine_does_not_keep_the_process_alive():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("[")
+
+
+@pytest.mark.slow  # about 40 s on a 2-core CPU
+def test_varlen_attention_answers_as_transformers_sdpa_and_gives_the_model_back(tokenizer, textcraft_prompts):
+    """The engine's default attention (each sequence to its own context) against transformers' own (one
+    masked attention over every sequence): the same answers on prompts of different lengths, first
+    fresh, then extending cached prefixes (chunks after a cache, then decode batches)."""
+    short, extended = textcraft_prompts
+    gen = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    answers, model = {}, None
+    for attention in ("sdpa", "varlen"):
+        policy = HFPolicy(model="smollm2-135m", tokenizer=tokenizer, batch_size=8, generation=gen, device="cpu",
+                          engine="continuous", attention=attention, model_obj=model)
+        model = policy.model
+        before = model.config._attn_implementation
+        try:
+            answers[attention] = (_act(policy, short), _act(policy, extended))
+            switched = model.config._attn_implementation
+            assert switched == ("agentclone_flash_varlen" if attention == "varlen" else before)
+        finally:
+            policy.close()
+        assert model.config._attn_implementation == before  # closing gives the model its attention back
+    assert answers["varlen"] == answers["sdpa"]
+    assert sum("Action:" in a for a in answers["varlen"][0] + answers["varlen"][1]) >= len(short)  # real answers

@@ -45,6 +45,10 @@ class _ActionLineStop:
 
 
 ENGINES = ("generate", "continuous")
+#: the continuous engine's attention: ``varlen`` attends each running sequence to its own context
+#: (agentclone.policies.varlen_attention); ``sdpa`` is transformers' own, one attention over every
+#: running sequence's context under a block-diagonal mask
+CONTINUOUS_ATTENTIONS = ("varlen", "sdpa")
 
 # ``generation.extra`` keys the policy sets itself, or that have their own GenerationSettings field
 _OWN_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "seed"}
@@ -124,7 +128,10 @@ class HFPolicy(ModelPolicy):
     ``batch_size``) or ``continuous`` (transformers' continuous batching: a paged KV cache of
     ``cache_tokens`` tokens in pages of ``page_size``, at most ``max_batch_tokens`` tokens per
     forward pass, and prompt prefixes shared across rollout steps). Both give the same greedy
-    answers, cut at the same token after the ``Action:`` line.
+    answers, cut at the same token after the ``Action:`` line. ``attention`` is the continuous
+    engine's: ``varlen`` (each running sequence attends to its own context,
+    agentclone.policies.varlen_attention) or ``sdpa`` (transformers' own: one attention over all
+    of them under a block-diagonal mask, work growing with the square of the concurrency).
 
     Sampling (``temperature > 0``) on the ``generate`` engine draws each answer's tokens from a
     generator of its own, seeded from the request's ``seed`` (the rollout gives one per episode
@@ -155,9 +162,14 @@ class HFPolicy(ModelPolicy):
         page_size: int = 32,
         cache_tokens: int = 65536,
         max_batch_tokens: int = 1024,
+        attention: str = "varlen",
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown hf engine {engine!r}; allowed: {', '.join(ENGINES)}")
+        if attention not in CONTINUOUS_ATTENTIONS:
+            raise ValueError(
+                f"unknown hf attention {attention!r} (the continuous engine's); allowed: {', '.join(CONTINUOUS_ATTENTIONS)}"
+            )
         for key, value in (("page_size", page_size), ("cache_tokens", cache_tokens),
                            ("max_batch_tokens", max_batch_tokens)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -172,6 +184,7 @@ class HFPolicy(ModelPolicy):
         self.page_size = page_size
         self.cache_tokens = cache_tokens
         self.max_batch_tokens = max_batch_tokens
+        self.attention = attention
         self._continuous = None  # the continuous engine, started on the first act()
         self.device = device or default_device()
         if model_obj is None:
@@ -238,7 +251,7 @@ class HFPolicy(ModelPolicy):
             self._continuous = ContinuousEngine(
                 self.model, self.tokenizer, self.gen, self._stop_ids, stop_at_action=self.stop_at_action,
                 max_requests_per_batch=self.batch_size, page_size=self.page_size, cache_tokens=self.cache_tokens,
-                max_batch_tokens=self.max_batch_tokens,
+                max_batch_tokens=self.max_batch_tokens, attention=self.attention,
             )
         return self._continuous
 

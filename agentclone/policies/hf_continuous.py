@@ -22,7 +22,9 @@ import threading
 import time
 import weakref
 
+from agentclone.policies import varlen_attention
 from agentclone.policies.base import GenerationSettings, cut_after_action_line
+from agentclone.policies.hf import CONTINUOUS_ATTENTIONS as ATTENTIONS
 
 # ``generate`` fills top_k with 50 when neither the caller nor the model's generation config
 # sets it (GenerationConfig's global defaults); the engine applies only what it is given.
@@ -99,7 +101,10 @@ class ContinuousEngine:
         page_size: int = 32,
         cache_tokens: int = 65536,
         max_batch_tokens: int = 1024,
+        attention: str = "varlen",
     ) -> None:
+        if attention not in ATTENTIONS:
+            raise ValueError(f"unknown continuous-engine attention {attention!r}; allowed: {', '.join(ATTENTIONS)}")
         self.model = _engine_model(model)
         self.tokenizer = tokenizer
         self.gen = gen
@@ -109,6 +114,7 @@ class ContinuousEngine:
         self.page_size = page_size
         self.cache_tokens = cache_tokens
         self.max_batch_tokens = max_batch_tokens
+        self.attention = attention
         self._manager = None
         self._finalizer = None
         self._ids = itertools.count()
@@ -146,12 +152,18 @@ class ContinuousEngine:
             auto_switch_to_flash=False,
             seed=self.gen.seed,
         )
-        manager = self.model.init_continuous_batching(generation_config=cfg, continuous_batching_config=cb)
-        manager.start()
+        previous = varlen_attention.switch(self.model) if self.attention == "varlen" else None
+        try:
+            manager = self.model.init_continuous_batching(generation_config=cfg, continuous_batching_config=cb)
+            manager.start()
+        except BaseException:
+            varlen_attention.restore(self.model, previous)
+            raise
         self._manager = manager
         # The engine thread is not a daemon: if the policy is dropped or the interpreter exits without
         # close(), stop it anyway (threading's exit hooks run before non-daemon threads are joined).
-        self._finalizer = weakref.finalize(self, _destroy, manager)
+        # Stopping it also gives the model back the attention it had.
+        self._finalizer = weakref.finalize(self, _destroy, manager, self.model, previous)
         register = getattr(threading, "_register_atexit", None)
         if register is not None:
             try:
@@ -264,8 +276,9 @@ class _EngineDown(RuntimeError):
     """The engine thread is gone or unusable."""
 
 
-def _destroy(manager, timeout_s: float = 120.0) -> None:
-    """Stop the engine thread now (requests still in it are dropped), then release the manager. A thread
+def _destroy(manager, model=None, attention: str | None = None, timeout_s: float = 120.0) -> None:
+    """Stop the engine thread now (requests still in it are dropped), then release the manager and give
+    ``model`` back the ``attention`` implementation it had (when the engine switched it). A thread
     that does not stop within ``timeout_s`` is left behind rather than waited for forever."""
     try:
         if manager.is_running():
@@ -274,3 +287,5 @@ def _destroy(manager, timeout_s: float = 120.0) -> None:
             manager.destroy()
     except RuntimeError:  # e.g. called from the engine thread itself (garbage collection there)
         pass
+    if model is not None and attention is not None:
+        varlen_attention.restore(model, attention)
