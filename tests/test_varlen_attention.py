@@ -61,3 +61,21 @@ def test_unknown_attention_is_a_clear_error():
 
     with pytest.raises(ValueError, match=r"unknown hf attention 'flash'.*allowed: varlen, sdpa"):
         HFPolicy(engine="continuous", attention="flash")  # before any model is loaded
+
+
+def test_the_last_engine_to_finish_gives_the_model_its_attention_back():
+    """Two engines on one model (say, two policies sharing it): the first to close must not switch
+    the attention back under the other, which is still running."""
+    from types import SimpleNamespace
+
+    from agentclone.policies import varlen_attention
+
+    model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))
+    first = varlen_attention.switch(model)
+    second = varlen_attention.switch(model)
+    assert first == second == "sdpa"
+    assert model.config._attn_implementation == varlen_attention.NAME
+    varlen_attention.restore(model, first)
+    assert model.config._attn_implementation == varlen_attention.NAME  # the second engine still runs
+    varlen_attention.restore(model, second)
+    assert model.config._attn_implementation == "sdpa"

@@ -152,18 +152,20 @@ class ContinuousEngine:
             auto_switch_to_flash=False,
             seed=self.gen.seed,
         )
-        previous = varlen_attention.switch(self.model) if self.attention == "varlen" else None
+        switched = self.attention == "varlen"
+        previous = varlen_attention.switch(self.model) if switched else None
         try:
             manager = self.model.init_continuous_batching(generation_config=cfg, continuous_batching_config=cb)
             manager.start()
         except BaseException:
-            varlen_attention.restore(self.model, previous)
+            if switched:
+                varlen_attention.restore(self.model, previous)
             raise
         self._manager = manager
         # The engine thread is not a daemon: if the policy is dropped or the interpreter exits without
         # close(), stop it anyway (threading's exit hooks run before non-daemon threads are joined).
         # Stopping it also gives the model back the attention it had.
-        self._finalizer = weakref.finalize(self, _destroy, manager, self.model, previous)
+        self._finalizer = weakref.finalize(self, _destroy, manager, self.model if switched else None, previous)
         register = getattr(threading, "_register_atexit", None)
         if register is not None:
             try:
@@ -277,8 +279,8 @@ class _EngineDown(RuntimeError):
 
 
 def _destroy(manager, model=None, attention: str | None = None, timeout_s: float = 120.0) -> None:
-    """Stop the engine thread now (requests still in it are dropped), then release the manager and give
-    ``model`` back the ``attention`` implementation it had (when the engine switched it). A thread
+    """Stop the engine thread now (requests still in it are dropped), then release the manager and, when
+    the engine switched ``model``'s attention, give it back ``attention``. A thread
     that does not stop within ``timeout_s`` is left behind rather than waited for forever."""
     try:
         if manager.is_running():
@@ -287,5 +289,5 @@ def _destroy(manager, model=None, attention: str | None = None, timeout_s: float
             manager.destroy()
     except RuntimeError:  # e.g. called from the engine thread itself (garbage collection there)
         pass
-    if model is not None and attention is not None:
+    if model is not None:
         varlen_attention.restore(model, attention)

@@ -93,20 +93,34 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     return attend(query, key, value, cu_q, cu_k, scaling), None
 
 
-def switch(model) -> str:
-    """Make ``model`` (a transformers model) attend with ``varlen_attention_forward``; the implementation
-    it had before, to hand back to ``restore``."""
+def switch(model) -> str | None:
+    """Make ``model`` (a transformers model) attend with ``varlen_attention_forward`` until every engine
+    that switched it has called ``restore``; the implementation to hand back to ``restore``."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(NAME, varlen_attention_forward)
     # Outside the engine the model must mask as sdpa does (padding, causality): the engine ignores it
     AttentionMaskInterface.register(NAME, sdpa_mask)
-    previous = model.config._attn_implementation
-    model.config._attn_implementation = NAME
-    return previous
+    users = getattr(model, _USERS, 0)
+    if users == 0:
+        model.__dict__[_PREVIOUS] = model.config._attn_implementation
+        model.config._attn_implementation = NAME
+    model.__dict__[_USERS] = users + 1
+    return model.__dict__[_PREVIOUS]
 
 
 def restore(model, previous: str | None) -> None:
+    """One engine is done with ``model``: the last one gives it back ``previous``."""
+    users = getattr(model, _USERS, 0)
+    if users > 1:
+        model.__dict__[_USERS] = users - 1
+        return
+    model.__dict__[_USERS] = 0
     if model.config._attn_implementation == NAME:
         model.config._attn_implementation = previous
+
+
+# on the model: how many running engines use this attention, and what it had before the first
+_USERS = "_agentclone_varlen_users"
+_PREVIOUS = "_agentclone_varlen_previous"
