@@ -153,19 +153,20 @@ class ContinuousEngine:
             seed=self.gen.seed,
         )
         switched = self.attention == "varlen"
-        previous = varlen_attention.switch(self.model) if switched else None
+        if switched:
+            varlen_attention.switch(self.model)
         try:
             manager = self.model.init_continuous_batching(generation_config=cfg, continuous_batching_config=cb)
             manager.start()
         except BaseException:
             if switched:
-                varlen_attention.restore(self.model, previous)
+                varlen_attention.restore(self.model)
             raise
         self._manager = manager
         # The engine thread is not a daemon: if the policy is dropped or the interpreter exits without
         # close(), stop it anyway (threading's exit hooks run before non-daemon threads are joined).
         # Stopping it also gives the model back the attention it had.
-        self._finalizer = weakref.finalize(self, _destroy, manager, self.model if switched else None, previous)
+        self._finalizer = weakref.finalize(self, _destroy, manager, self.model if switched else None)
         register = getattr(threading, "_register_atexit", None)
         if register is not None:
             try:
@@ -278,9 +279,9 @@ class _EngineDown(RuntimeError):
     """The engine thread is gone or unusable."""
 
 
-def _destroy(manager, model=None, attention: str | None = None, timeout_s: float = 120.0) -> None:
+def _destroy(manager, model=None, timeout_s: float = 120.0) -> None:
     """Stop the engine thread now (requests still in it are dropped), then release the manager and, when
-    the engine switched ``model``'s attention, give it back ``attention``. A thread
+    the engine switched ``model``'s attention (``model`` given), give it back. A thread
     that does not stop within ``timeout_s`` is left behind rather than waited for forever."""
     try:
         if manager.is_running():
@@ -290,4 +291,4 @@ def _destroy(manager, model=None, attention: str | None = None, timeout_s: float
     except RuntimeError:  # e.g. called from the engine thread itself (garbage collection there)
         pass
     if model is not None:
-        varlen_attention.restore(model, attention)
+        varlen_attention.restore(model)

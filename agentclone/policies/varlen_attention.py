@@ -93,9 +93,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     return attend(query, key, value, cu_q, cu_k, scaling), None
 
 
-def switch(model) -> str | None:
+def switch(model) -> None:
     """Make ``model`` (a transformers model) attend with ``varlen_attention_forward`` until every engine
-    that switched it has called ``restore``; the implementation to hand back to ``restore``."""
+    that switched it has called ``restore``."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
@@ -107,18 +107,17 @@ def switch(model) -> str | None:
         model.__dict__[_PREVIOUS] = model.config._attn_implementation
         model.config._attn_implementation = NAME
     model.__dict__[_USERS] = users + 1
-    return model.__dict__[_PREVIOUS]
 
 
-def restore(model, previous: str | None) -> None:
-    """One engine is done with ``model``: the last one gives it back ``previous``."""
+def restore(model) -> None:
+    """One engine is done with ``model``: the last one gives it back the attention it had before the first."""
     users = getattr(model, _USERS, 0)
     if users > 1:
         model.__dict__[_USERS] = users - 1
         return
     model.__dict__[_USERS] = 0
     if model.config._attn_implementation == NAME:
-        model.config._attn_implementation = previous
+        model.config._attn_implementation = model.__dict__[_PREVIOUS]
 
 
 # on the model: how many running engines use this attention, and what it had before the first
