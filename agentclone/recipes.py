@@ -434,12 +434,24 @@ def _check_plugins(recipe: Recipe, source: str) -> None:
         if data_file.format not in reg.formats:
             raise RecipeError(f"{source}: collect.from_file.format: unknown trajectory format {data_file.format!r}; "
                               f"registered: {', '.join(sorted(reg.formats))}")
-    backends = [("collect.policy", recipe.collect.policy), ("eval.backend", recipe.eval.backend)]
-    backends += [(f"{w}.collect.policy", r.collect.policy) for w, r in
-                 [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds) for i, v in enumerate(recipe.variants)]
-                 if r is not None and r.collect is not None]
-    for where, backend in backends:
+    specs = [("collect", "policy", recipe.collect), ("eval", "backend", recipe.eval)]
+    specs += [(f"{w}.collect", "policy", r.collect) for w, r in
+              [("rounds", recipe.rounds)] + [(f"variants.{i}.rounds", v.rounds) for i, v in enumerate(recipe.variants)]
+              if r is not None and r.collect is not None]
+    from agentclone.errors import UserError
+    from agentclone.plugins import check_options
+
+    for where, field, spec in specs:
+        backend = getattr(spec, field)
         if backend not in reg.policy_backends:
             raise RecipeError(
-                f"{source}: {where}: unknown policy backend {backend!r}; registered: {', '.join(sorted(reg.policy_backends))}"
+                f"{source}: {where}.{field}: unknown policy backend {backend!r}; "
+                f"registered: {', '.join(sorted(reg.policy_backends))}"
             )
+        if backend == "expert":  # no model, no options (agentclone.stages.make_collect_policy)
+            continue
+        try:  # the options a stage will create the policy with (agentclone.stages), before any stage runs
+            check_options("policy_backend", backend, dict(spec.backend_options, model=recipe.model,
+                                                           batch_size=spec.generation.batch_size))
+        except UserError as exc:
+            raise RecipeError(f"{source}: {where}.backend_options: {exc}") from None

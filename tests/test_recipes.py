@@ -45,6 +45,22 @@ def test_unknown_environment_and_trainer(tmp_path, counter_env_registered):
         load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ntrainer: {name: magic}\n"))
 
 
+def test_policy_backend_options_are_checked_before_any_stage(tmp_path, counter_env_registered):
+    """A backend option's wrong name or value is refused when the recipe loads, not when its stage
+    starts (after collection and training have run)."""
+    with pytest.raises(RecipeError, match=r"eval\.backend_options: policy backend 'hf': option 'attention': "
+                                          r"expected one of 'varlen', 'sdpa', got str 'flash'"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\neval: {backend_options: {attention: flash}}\n"))
+    with pytest.raises(RecipeError, match=r"collect\.backend_options: policy backend 'hf': option 'pagesize': "
+                                          r"unknown option"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\ncollect: {policy: hf, backend_options: {pagesize: 16}}\n"))
+    with pytest.raises(RecipeError, match=r"rounds\.collect\.policy: unknown policy backend 'magic'"):
+        load_recipe(write(tmp_path, "env: {id: test/counter-v0}\nrounds: {collect: {policy: magic}}\n"))
+    ok = load_recipe(write(tmp_path, "env: {id: test/counter-v0}\n"
+                                     "eval: {backend_options: {engine: continuous, attention: sdpa, page_size: 16}}\n"))
+    assert ok.eval.backend_options["attention"] == "sdpa"
+
+
 def test_yaml_is_parsed_safely(tmp_path):
     p = write(tmp_path, "env: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(RecipeError, match="not valid YAML"):

@@ -10,6 +10,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -47,8 +48,10 @@ class _ActionLineStop:
 ENGINES = ("generate", "continuous")
 #: the continuous engine's attention: ``varlen`` attends each running sequence to its own context
 #: (agentclone.policies.varlen_attention); ``sdpa`` is transformers' own, one attention over every
-#: running sequence's context under a block-diagonal mask
-CONTINUOUS_ATTENTIONS = ("varlen", "sdpa")
+#: running sequence's context under a block-diagonal mask. A Literal, so a recipe's wrong value is
+#: refused when the recipe is checked (agentclone.plugins.check_options), before any stage runs
+ContinuousAttention = Literal["varlen", "sdpa"]
+CONTINUOUS_ATTENTIONS = get_args(ContinuousAttention)
 
 # ``generation.extra`` keys the policy sets itself, or that have their own GenerationSettings field
 _OWN_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "seed"}
@@ -162,7 +165,7 @@ class HFPolicy(ModelPolicy):
         page_size: int = 32,
         cache_tokens: int = 65536,
         max_batch_tokens: int = 1024,
-        attention: str = "varlen",
+        attention: ContinuousAttention = "varlen",
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown hf engine {engine!r}; allowed: {', '.join(ENGINES)}")
